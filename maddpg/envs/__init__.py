@@ -1,0 +1,1 @@
+"""Environments: the mpe2 adapter, scenario table and agent specs."""

@@ -1,0 +1,163 @@
+"""The run spec: every option of a training run, typed and validated once at the entry point.
+
+Field names follow openai/maddpg's train.py flags (`--max-episode-len` is `max_episode_len`); the defaults
+are the original's. The CLI builds its flags from these fields, so each description is also its `--help`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from maddpg.envs.scenarios import SCENARIOS, get_scenario
+
+PolicyKind = Literal["maddpg", "ddpg"]
+ActionDist = Literal[
+    "auto", "soft_categorical", "soft_multi_categorical", "gaussian", "deterministic", "bernoulli"
+]
+Exploration = Literal["sample", "ou", "gaussian"]
+
+
+class RunSpec(BaseModel):
+    """What one training run does. Unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Environment.
+    scenario: str = Field("simple", description="mpe2 scenario (see `maddpg scenarios`)")
+    num_agents: int | None = Field(
+        None, ge=1, le=100,
+        description="number of agents N, for scenarios that have one (simple_spread, simple_adversary, "
+                    "simple_formation, simple_line); default: the scenario's")
+    env_kwargs: dict[str, int | float | bool] = Field(
+        default_factory=dict,
+        description="other scenario keyword arguments, e.g. local_ratio=0.5 (see `maddpg scenarios`)")
+    continuous_actions: bool = Field(
+        False, description="use mpe2's continuous Box(0,1) action spaces instead of Discrete")
+    max_episode_len: int = Field(25, ge=1, le=100_000, description="maximum episode length (env steps)")
+    num_episodes: int = Field(60_000, ge=1, description="number of episodes to train for")
+    num_envs: int = Field(1, ge=1, le=4096, description="env copies stepped together by the training loop")
+    engine: Literal["mpe2"] = Field("mpe2", description="environment engine")
+
+    # Agents.
+    num_adversaries: int | None = Field(
+        None, ge=0,
+        description="agents (the first ones) that use --adv-policy; default: the scenario's adversaries")
+    good_policy: PolicyKind = Field("maddpg", description="policy of good agents: maddpg or ddpg (local critic)")
+    adv_policy: PolicyKind = Field("maddpg", description="policy of adversaries: maddpg or ddpg (local critic)")
+    action_dist: ActionDist = Field(
+        "auto",
+        description="action distribution: auto picks soft_categorical (Gumbel-softmax) for Discrete and "
+                    "gaussian for Box, or deterministic when --exploration is ou/gaussian")
+    exploration: Exploration = Field(
+        "sample",
+        description="sample: act by sampling the action distribution (original); ou / gaussian: "
+                    "deterministic actor plus Ornstein-Uhlenbeck / Gaussian noise (continuous actions)")
+    exploration_sigma: float = Field(0.2, ge=0, description="noise scale of the ou / gaussian exploration")
+    ou_theta: float = Field(0.15, ge=0, description="mean reversion rate of the Ornstein-Uhlenbeck process")
+    warmup_steps: int = Field(0, ge=0, description="env steps of uniform random actions before the policy acts")
+
+    # Learning (openai/maddpg defaults).
+    lr: float = Field(1e-2, gt=0, le=1, description="Adam learning rate of actors and critics")
+    gamma: float = Field(0.95, ge=0, le=1, description="discount factor")
+    batch_size: int = Field(1024, ge=1, le=1_000_000, description="transitions per update and agent")
+    num_units: int = Field(64, ge=1, le=4096, description="units in each of the 2 hidden layers")
+    tau: float = Field(0.01, gt=0, le=1, description="soft target update rate")
+    grad_norm_clip: float = Field(0.5, gt=0, description="per-variable gradient norm clip")
+    actor_reg: float = Field(1e-3, ge=0, description="weight of the actor regularizer mean(logits^2)")
+    replay_size: int = Field(1_000_000, ge=1, description="replay buffer capacity (transitions)")
+    update_every: int = Field(100, ge=1, description="env steps between two updates of all agents")
+    learning_starts: int | None = Field(
+        None, ge=0, description="transitions in the buffer before updates start; default batch_size * max_episode_len")
+
+    # Run bookkeeping.
+    seed: int = Field(0, ge=0, description="random seed of envs, networks and sampling")
+    save_rate: int = Field(1000, ge=1, description="episodes between checkpoints (and learning-curve plots)")
+    keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept in the run folder")
+    restore: str | None = Field(None, description="checkpoint or run folder to resume training from")
+    benchmark: bool = Field(False, description="evaluate the restored policy and record the scenario's benchmark data")
+    benchmark_iters: int = Field(100_000, ge=1, description="env steps of --benchmark")
+    display: bool = Field(False, description="render the restored policy on screen instead of training")
+    exp_name: str | None = Field(None, description="experiment name stored with the run")
+    tf_threads: int = Field(1, ge=1, le=64, description="TensorFlow intra/inter-op threads (1 avoids fights on 2 cores)")
+
+    @field_validator("scenario")
+    @classmethod
+    def _known_scenario(cls, value: str) -> str:
+        if value not in SCENARIOS:
+            raise ValueError(f"unknown scenario {value!r}; choose one of: {', '.join(SCENARIOS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSpec:
+        scenario = get_scenario(self.scenario)
+        if self.num_agents is not None and scenario.size_kwarg is None:
+            raise ValueError(
+                f"num_agents: scenario {self.scenario} has a fixed number of agents; "
+                "drop --num-agents or set its own keyword in env_kwargs")
+        for key in self.env_kwargs:
+            if key not in scenario.kwargs:
+                allowed = ", ".join(scenario.kwargs) or "none"
+                raise ValueError(f"env_kwargs: {self.scenario} has no keyword {key!r}; it accepts: {allowed}")
+        if self.exploration != "sample":
+            if not self.continuous_actions:
+                raise ValueError(
+                    f"exploration: {self.exploration!r} noise needs continuous actions (--continuous-actions)")
+            if self.action_dist not in ("auto", "deterministic"):
+                raise ValueError(
+                    f"exploration: {self.exploration!r} noise needs the deterministic action_dist, "
+                    f"not {self.action_dist!r}")
+        if self.continuous_actions and self.action_dist == "soft_multi_categorical":
+            raise ValueError("action_dist: soft_multi_categorical needs Discrete actions (drop --continuous-actions)")
+        if not self.continuous_actions and self.action_dist in ("gaussian", "deterministic", "bernoulli"):
+            raise ValueError(f"action_dist: {self.action_dist} needs continuous actions (--continuous-actions)")
+        if self.learning_starts is not None and self.learning_starts > self.replay_size:
+            raise ValueError("learning_starts: larger than replay_size, training would never start")
+        return self
+
+    # Derived values.
+    @property
+    def min_replay(self) -> int:
+        """Transitions in the buffer before the first update (the original: batch * max episode length)."""
+        if self.learning_starts is not None:
+            return self.learning_starts
+        return min(self.batch_size * self.max_episode_len, self.replay_size)
+
+    @property
+    def resolved_action_dist(self) -> str:
+        if self.action_dist != "auto":
+            return self.action_dist
+        if not self.continuous_actions:
+            return "soft_categorical"
+        return "deterministic" if self.exploration != "sample" else "gaussian"
+
+    def scenario_kwargs(self) -> dict[str, int | float | bool]:
+        """Keyword arguments for the mpe2 constructor (num_agents mapped to the scenario's size keyword)."""
+        kwargs = dict(self.env_kwargs)
+        size_kwarg = get_scenario(self.scenario).size_kwarg
+        if self.num_agents is not None and size_kwarg is not None:
+            kwargs[size_kwarg] = self.num_agents
+        return kwargs
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> RunSpec:
+        return cls.model_validate(json.loads(Path(path).read_text()))
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per problem, naming the field, for a CLI or a log."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "spec"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if not message.startswith(f"{where}:") else message)
+    return "\n".join(lines)
