@@ -1,0 +1,1 @@
+"""Replay: the numpy ring buffer (queue backends come with the distributed runtime)."""

@@ -1,0 +1,243 @@
+"""The `maddpg` console script: one entry point that dispatches every role to its code.
+
+User errors (a bad option, an unknown scenario, a checkpoint that does not fit) print one clear message and
+exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from maddpg.runspec import RunSpec, format_validation_error
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+# ---------------------------------------------------------------- run-spec flags
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_kv(text: str) -> tuple[str, int | float | bool]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    low = raw.strip().lower()
+    if low in ("true", "false"):
+        return key.strip(), low == "true"
+    for cast in (int, float):
+        try:
+            return key.strip(), cast(raw)
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"{key}: value {raw!r} is not a number or true/false")
+
+
+def add_spec_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunSpec field, its help taken from the field's description and default."""
+    group = parser.add_argument_group("run spec (defaults are openai/maddpg's)")
+    group.add_argument("--spec", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+                       help="a run spec as JSON; flags given here override its fields")
+    for name, field in RunSpec.model_fields.items():
+        annotation = field.annotation
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        default = field.get_default(call_default_factory=True)
+        help_text = f"{field.description} (default: {default})"
+        kwargs: dict = {"default": argparse.SUPPRESS, "help": help_text, "dest": name}
+        if name == "env_kwargs":
+            group.add_argument("--env-kwarg", action="append", type=_parse_kv, metavar="KEY=VALUE",
+                               default=argparse.SUPPRESS, dest=name, help=field.description)
+            continue
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(annotation) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(annotation))
+        elif isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+            kwargs["type"] = args[0]
+        else:
+            kwargs["type"] = annotation
+        if name == "scenario":
+            kwargs["metavar"] = "NAME"
+        group.add_argument(_flag(name), **kwargs)
+
+
+def spec_from_args(ns: argparse.Namespace) -> RunSpec:
+    """Builds the run spec from --spec FILE and the flags given; raises UserError naming the bad field."""
+    data: dict = {}
+    if getattr(ns, "spec", None) is not None:
+        try:
+            data = json.loads(Path(ns.spec).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"--spec {ns.spec}: cannot read a JSON run spec: {e}") from None
+    for name in RunSpec.model_fields:
+        if hasattr(ns, name):
+            value = getattr(ns, name)
+            data[name] = dict(value) if name == "env_kwargs" else value
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as e:
+        raise UserError("invalid run spec:\n  " + format_validation_error(e).replace("\n", "\n  ")) from None
+
+
+# ---------------------------------------------------------------- commands
+def cmd_train(ns: argparse.Namespace) -> int:
+    spec = spec_from_args(ns)
+    if spec.display or spec.benchmark:
+        if not spec.restore:
+            raise UserError("--display and --benchmark show a trained policy: pass --restore RUN_DIR_OR_CHECKPOINT")
+        ns.path, ns.greedy, ns.gif, ns.num_envs = Path(spec.restore), False, None, 8
+        ns.episodes = max(1, spec.benchmark_iters // spec.max_episode_len) if spec.benchmark else 10
+        ns.benchmark = Path(ns.run_dir or ".") / "benchmark.json" if spec.benchmark else None
+        ns.display, ns.seed = spec.display, spec.seed
+        return cmd_evaluate(ns)
+
+    from maddpg.local import train
+
+    run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
+    result = train(spec, run_dir, progress=not ns.quiet)
+    state = "interrupted" if result.interrupted else "done"
+    print(f"{state}: {result.episodes} episodes, {result.env_steps} env steps, {result.updates} updates "
+          f"in {result.seconds:.0f} s; mean episode reward (last 100, sum over agents): {result.mean_reward:.2f}")
+    print(f"run folder: {result.run_dir} (rewards.csv, learning_curve.png, spec.json, checkpoints/)")
+    return 130 if result.interrupted else 0
+
+
+def cmd_evaluate(ns: argparse.Namespace) -> int:
+    from maddpg.checkpoint import Checkpoint
+    from maddpg.evaluation import evaluate, write_gif
+
+    ckpt = Checkpoint(ns.path)
+    if getattr(ns, "display", False):
+        from maddpg.evaluation import display
+
+        display(ckpt, ns.episodes, seed=ns.seed, greedy=ns.greedy)
+        return 0
+    result = evaluate(ckpt, ns.episodes, seed=ns.seed, greedy=ns.greedy, num_envs=ns.num_envs,
+                      benchmark_out=ns.benchmark, progress=not getattr(ns, "quiet", False))
+    print(f"checkpoint: {ckpt.path}")
+    for name, values in zip(result.agent_ids, result.per_agent.T, strict=True):
+        print(f"  {name}: {values.mean():.2f}")
+    print(f"mean episode reward: {result.mean:.2f} (std {result.std:.2f}, {len(result.rewards)} episodes)")
+    if ns.benchmark:
+        print(f"benchmark data: {ns.benchmark}")
+    if ns.gif:
+        frames = write_gif(ckpt, ns.gif, seed=ns.seed, greedy=ns.greedy)
+        print(f"gif: {ns.gif} ({frames} frames)")
+    return 0
+
+
+def cmd_scenarios(ns: argparse.Namespace) -> int:
+    from maddpg.envs.mpe import MPEEnv
+    from maddpg.envs.scenarios import SCENARIOS
+
+    for name, scenario in SCENARIOS.items():
+        env = MPEEnv(name, continuous_actions=ns.continuous_actions)
+        n_kw = f" (--num-agents sets {scenario.size_kwarg})" if scenario.size_kwarg else ""
+        print(f"{name}: {scenario.description}{n_kw}")
+        for agent in env.spec.agents:
+            kind = "Discrete" if agent.action_kind == "discrete" else "Box"
+            print(f"    {agent.name:18s} obs {agent.obs_dim:3d}  action {kind}({agent.action_size})")
+        kwargs = ", ".join(f"{k}={v}" for k, v in scenario.kwargs.items())
+        print(f"    env kwargs: {kwargs}")
+        env.close()
+    return 0
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    from maddpg.bench import run_suites
+
+    return run_suites(ns.suite, quick=ns.quick, out=ns.out, out_dir=ns.out_dir)
+
+
+def not_built(role: str, issue: str):
+    def run(ns: argparse.Namespace) -> int:
+        print(f"maddpg {role}: not built yet ({issue}); use `maddpg train` for a single-process run",
+              file=sys.stderr)
+        return 2
+    return run
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maddpg",
+        description="Multi-agent DDPG (MADDPG, arXiv 1706.02275) on the Multi-Agent Particle Environments (mpe2).",
+        epilog="Run `maddpg ROLE --help` for the options of a role.")
+    sub = parser.add_subparsers(dest="role", metavar="ROLE", required=True)
+
+    p = sub.add_parser("train", help="train MADDPG on one scenario (single process) and write a run folder",
+                       description="Train MADDPG. Writes spec.json, rewards.csv (episode rewards, total and per "
+                                   "agent), learning_curve.png and checkpoints/ into the run folder, also on Ctrl-C.")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="run folder to write (default: runs/SCENARIO-seedSEED); must not hold another run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_spec_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="replay a trained policy and report its episode reward",
+                       description="Load a checkpoint (or a run folder's newest) and run episodes with its policy.")
+    p.add_argument("path", type=Path, metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder or a ckpt-* folder")
+    p.add_argument("--episodes", type=int, default=100, help="episodes to run (default: 100)")
+    p.add_argument("--seed", type=int, default=12345, help="env and sampling seed (default: 12345)")
+    p.add_argument("--greedy", action="store_true",
+                   help="act with each distribution's mode instead of sampling it as training does")
+    p.add_argument("--num-envs", type=int, default=8, help="env copies stepped together (default: 8)")
+    p.add_argument("--gif", type=Path, default=None, metavar="FILE", help="also render one episode to this GIF")
+    p.add_argument("--benchmark", type=Path, nargs="?", const=Path("benchmark.json"), default=None,
+                   metavar="FILE", help="record the scenario's benchmark_data of every step (JSON, "
+                                        "default file benchmark.json), as openai/maddpg's --benchmark")
+    p.add_argument("--display", action="store_true", help="render the episodes on screen (needs a display)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("scenarios", help="list the mpe2 scenarios with their agents and sizes")
+    p.add_argument("--continuous-actions", action="store_true", help="show the continuous action spaces")
+    p.set_defaults(func=cmd_scenarios)
+
+    p = sub.add_parser("bench", help="run a benchmark suite (JSON and a markdown table)",
+                       description="Benchmarks measure the project beside its baseline in the same run.")
+    p.add_argument("suite", choices=["all", "loop", "update", "env"],
+                   help="loop: single-process training loop; update: one all-agent update; env: batched engine")
+    p.add_argument("--quick", action="store_true", help="short timings, under a minute per suite")
+    p.add_argument("--out", type=Path, default=None, help="JSON file for one suite's results")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="folder for SUITE.json files and README.md (used by `make bench`)")
+    p.set_defaults(func=cmd_bench)
+
+    for role, help_text, issue in [
+        ("learner", "the learner service: batched inference over ZeroMQ and training", "SEED RL runtime issue"),
+        ("explorer", "the explorer service: steps envs, asks the learner for actions", "SEED RL runtime issue"),
+        ("api", "the control API (FastAPI): start, list and stop runs", "control service issue"),
+    ]:
+        p = sub.add_parser(role, help=f"{help_text} (not built yet)", description=f"{help_text}. Not built yet.")
+        p.set_defaults(func=not_built(role, issue))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    from maddpg.checkpoint import CheckpointError
+    from maddpg.runfolder import RunFolderError
+
+    try:
+        return ns.func(ns)
+    except (UserError, CheckpointError, RunFolderError) as e:
+        print(f"maddpg {ns.role}: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # a spec that does not fit the scenario (e.g. an action_dist its spaces cannot take)
+        print(f"maddpg {ns.role}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
