@@ -14,9 +14,10 @@ from maddpg.agent import MADDPGAgent
 from maddpg.algo.learning import configure_threads
 from maddpg.checkpoint import Checkpoint
 from maddpg.envs.mpe import make_env
-from maddpg.episodes import EpisodeTracker
+from maddpg.episodes import Episode, EpisodeTracker
 from maddpg.runfolder import RunFolder
 from maddpg.runspec import RunSpec
+from maddpg.types import Step
 
 
 @dataclass
@@ -29,6 +30,27 @@ class TrainResult:
     seconds: float
     interrupted: bool
     checkpoint: Path | None
+
+
+class Loop:
+    """Steps E envs with the agent: act on the current observations, step, store, learn when due.
+
+    The observations acted on are always `Step.obs`, so the first action of an episode comes from its reset
+    observation, never from the previous episode's terminal one.
+    """
+
+    def __init__(self, env, agent: MADDPGAgent, seed: int):
+        self.env, self.agent = env, agent
+        self.tracker = EpisodeTracker(env.num_envs, env.spec.num_agents)
+        self.obs = env.reset(seed=seed)
+
+    def step(self) -> tuple[Step, list[Episode]]:
+        actions = self.agent.act(self.obs)
+        step = self.env.step(self.agent.env_actions(actions))
+        self.agent.observe(self.obs, actions, step)
+        self.obs = step.obs
+        self.agent.update()
+        return step, self.tracker.add(step.reward, step.terminated | step.truncated)
 
 
 def train(spec: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult:
@@ -45,21 +67,16 @@ def train(spec: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult
         episodes = int(ckpt.counters.get("episodes", 0))
         resume = Path(run_dir).resolve() in ckpt.path.resolve().parents
     run = RunFolder(run_dir, spec, env.spec, resume=resume)
-    tracker = EpisodeTracker(env.num_envs, env.spec.num_agents)
+    loop = Loop(env, agent, spec.seed)
     recent: deque[float] = deque(maxlen=100)
     start, interrupted, saved = time.perf_counter(), False, None
     steps_at_start = agent.env_steps
-    obs = env.reset(seed=spec.seed)
     bar = tqdm(total=spec.num_episodes, initial=episodes, unit="ep", disable=not progress, dynamic_ncols=True,
                desc=f"train {spec.scenario}")
     try:
         while episodes < spec.num_episodes:
-            actions = agent.act(obs)
-            step = env.step(agent.env_actions(actions))
-            agent.observe(obs, actions, step)
-            obs = step.obs
-            agent.update()
-            for episode in tracker.add(step.reward, step.terminated | step.truncated):
+            _, finished = loop.step()
+            for episode in finished:
                 episodes += 1
                 recent.append(episode.total)
                 run.record(episodes, episode, agent.env_steps, agent.updates, time.perf_counter() - start)

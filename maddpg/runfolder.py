@@ -42,7 +42,7 @@ class RunFolder:
         self._columns = ["episode", "env_steps", "updates", "wall_time_s", "length", "reward"] + [
             f"reward_{name}" for name in env_spec.agent_ids]
         new = not (self.path / REWARDS).exists()
-        self._file = open(self.path / REWARDS, "a", newline="")
+        self._file = open(self.path / REWARDS, "a", newline="", buffering=1)  # line-buffered: readable live
         self._csv = csv.writer(self._file)
         if new:
             self._csv.writerow(self._columns)
