@@ -69,6 +69,8 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _split(head: Head, x: np.ndarray) -> list[np.ndarray]:
+    if len(head.groups) == 1:  # the common case; np.split costs ~15 us per call
+        return [x]
     return np.split(x, np.cumsum(head.groups)[:-1], axis=-1)
 
 

@@ -1,0 +1,36 @@
+"""Benchmark suites (`maddpg bench SUITE`): each measures the project beside its baseline in one run."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from maddpg.bench.harness import markdown
+
+SUITES = {"loop": "maddpg.bench.loop", "update": "maddpg.bench.update", "env": "maddpg.bench.env"}
+
+
+def run_suites(suite: str, *, quick: bool = False, out: Path | None = None, out_dir: Path | None = None) -> int:
+    """Runs one suite or all; prints each markdown table; writes SUITE.json and README.md under `out_dir`."""
+    names = list(SUITES) if suite == "all" else [suite]
+    tables = []
+    for name in tqdm(names, desc="bench", unit="suite", disable=len(names) == 1):
+        target = out if len(names) == 1 and out else (Path(out_dir) / f"{name}.json" if out_dir else None)
+        doc = importlib.import_module(SUITES[name]).run(quick=quick, out=target)
+        table = markdown(doc)
+        tables.append(table)
+        print(table)
+    if out_dir:
+        _write_readme(Path(out_dir))
+    return 0
+
+
+def _write_readme(out_dir: Path) -> None:
+    """bench/results/README.md: one table per suite JSON in the folder."""
+    parts = ["# Benchmark results", "", "Written by `make bench` (`maddpg bench all --out-dir bench/results`).", ""]
+    for path in sorted(out_dir.glob("*.json")):
+        parts.append(markdown(json.loads(path.read_text())))
+    (out_dir / "README.md").write_text("\n".join(parts))
