@@ -2,5 +2,7 @@
 
 from maddpg.envs.batched.core import WorldState
 from maddpg.envs.batched.env import BatchedMPEEnv
+from maddpg.envs.batched.memory import tune_allocator
+from maddpg.envs.batched.scenarios import BATCHED_SCENARIOS
 
-__all__ = ["BatchedMPEEnv", "WorldState"]
+__all__ = ["BATCHED_SCENARIOS", "BatchedMPEEnv", "WorldState", "tune_allocator"]

@@ -117,9 +117,39 @@ def norm(delta: np.ndarray) -> np.ndarray:
     return np.sqrt(np.square(delta).sum(-1))
 
 
+def coords(pos: np.ndarray) -> np.ndarray:
+    """[E, M, 2] -> [2, M, E] contiguous: envs last, so that pairwise maths runs long inner loops.
+
+    numpy is slow on broadcasts whose innermost axis has length 2 (one inner loop per point pair);
+    with E innermost the same arithmetic runs about 10x faster at E = 256.
+    """
+    return np.ascontiguousarray(pos.transpose(2, 1, 0))
+
+
+def norm2(delta: np.ndarray) -> np.ndarray:
+    """[2, ...] -> [...]: the length of vectors stored coordinates-first (same rounding as `norm`)."""
+    return np.sqrt(delta[0] * delta[0] + delta[1] * delta[1])
+
+
 def others(n: int) -> np.ndarray:
     """[n, n-1] indices: row i lists every j != i in increasing order (mpe2's `other is not agent` loops)."""
     return np.array([[j for j in range(n) if j != i] for i in range(n)], dtype=np.intp).reshape(n, n - 1)
+
+
+def penetration(gap: np.ndarray) -> np.ndarray:
+    """mpe2's softplus contact depth `logaddexp(0, -gap / k) * k` for [...] gaps (distance minus radii).
+
+    np.logaddexp costs ~16 ns a value; beyond a gap of 40 k, log1p(exp(x)) rounds to exp(x), so only
+    near contacts take the exact (and bit-identical) logaddexp, the rest the cheaper exp.
+    """
+    k = CONTACT_MARGIN
+    x = -gap / k
+    with np.errstate(over="ignore"):
+        depth = np.exp(x)
+    near = x > -40.0
+    if near.any():
+        depth[near] = np.logaddexp(0, x[near])
+    return depth * k
 
 
 class Physics:
@@ -164,22 +194,23 @@ class Physics:
         state.vel[:, mv] = vel
 
     def _add_contacts(self, pos: np.ndarray, force: np.ndarray) -> np.ndarray:
-        p = pos[:, self._colliders]  # [E, K, 2]
-        delta = p[:, self._ia] - p[:, self._ib]  # [E, P, 2] from b to a
-        dist = norm(delta)
-        k = CONTACT_MARGIN
-        penetration = np.logaddexp(0, -(dist - self._dmin) / k) * k
-        f = (CONTACT_FORCE * delta) / dist[..., None] * penetration[..., None]  # force on a; -f on b
-        e, kc = p.shape[0], p.shape[1]
-        # mpe2 adds the contact forces one pair at a time, in entity order, to the action force.
-        # A running sum (cumsum is sequential) over [u, f_0, f_1, ...] gives the same rounding.
-        terms = np.zeros((e, kc, kc + 1, DIM_P))
-        terms[:, self._moving_rows, 0] = force[:, self._moving_slots]
-        terms[:, self._ia, self._ib + 1] = f
-        terms[:, self._ib, self._ia + 1] = -f
-        total = np.cumsum(terms, axis=2)[:, :, -1]
+        p = coords(pos)[:, self._colliders]  # [2, K, E]
+        delta = p[:, self._ia] - p[:, self._ib]  # [2, P, E] from b to a
+        dist = norm2(delta)
+        pen = penetration(dist - self._dmin[:, None])
+        f = (CONTACT_FORCE * delta) / dist * pen  # [2, P, E] force on a; -f on b
+        kc = p.shape[1]
+        pair_force = np.zeros((DIM_P, kc, kc, p.shape[2]))
+        pair_force[:, self._ia, self._ib] = f
+        pair_force[:, self._ib, self._ia] = -f
+        # mpe2 adds the contact forces one partner at a time, in entity order, to the action force;
+        # a loop over partners keeps that rounding (np.sum may sum pairwise).
+        total = np.zeros((DIM_P, kc, p.shape[2]))
+        total[:, self._moving_rows] = force[:, self._moving_slots].transpose(2, 1, 0)
+        for j in range(kc):
+            total += pair_force[:, :, j]
         force = force.copy()
-        force[:, self._moving_slots] = total[:, self._moving_rows]
+        force[:, self._moving_slots] = total[:, self._moving_rows].transpose(2, 1, 0)
         return force
 
     def _clamp_speed(self, vel: np.ndarray) -> np.ndarray:

@@ -7,14 +7,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from maddpg.envs.batched.core import WorldLayout, WorldState, norm
+from maddpg.envs.batched.core import WorldLayout, WorldState, norm2
 
 
 class ObsGroup(NamedTuple):
     """Observations of agents that share one observation layout."""
 
     agents: np.ndarray  # [G] agent indices
-    values: np.ndarray  # [E, G, D] float64
+    values: np.ndarray  # [G, D, E] float64, envs last (a transposed [E, G, D] view is fine too)
 
 
 class BatchedScenario(ABC):
@@ -74,44 +74,59 @@ class BatchedScenario(ABC):
         """Sets one mpe2 env's scenario state (goals, colours) from one env's extra rows."""
 
 
+# Helpers for arrays stored coordinates-first and envs last: positions [2, M, E] (see `core.coords`),
+# observations [G, D, E]. Inner loops then run over E instead of over 2 coordinates.
+
+
 def rel(targets: np.ndarray, origins: np.ndarray) -> np.ndarray:
-    """[E, O, T, 2]: target t's position relative to origin o (mpe2's `e.state.p_pos - agent.state.p_pos`)."""
+    """[2, O, T, E]: target t relative to origin o (mpe2's `e.state.p_pos - agent.state.p_pos`).
+
+    Args:
+      targets: [2, T, E]; origins: [2, O, E].
+    """
     return targets[:, None, :, :] - origins[:, :, None, :]
 
 
-def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[E, A, B] distances between every a and every b."""
-    return norm(rel(b, a))
+def pair_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[A, B, E] distances between every a [2, A, E] and every b [2, B, E]."""
+    return norm2(rel(b, a))
 
 
-def flat(x: np.ndarray) -> np.ndarray:
-    """[E, G, K, d] -> [E, G, K*d], the layout of a concatenated list of vectors."""
-    return x.reshape(x.shape[0], x.shape[1], -1)
+def point(x: np.ndarray) -> np.ndarray:
+    """[E, G, d] (a state array) -> [G, d, E], one observation block per agent."""
+    return x.transpose(1, 2, 0)
+
+
+def vectors(x: np.ndarray) -> np.ndarray:
+    """[d, G, K, E] -> [G, K*d, E]: K vectors of size d laid out as mpe2 concatenates them."""
+    d, g, k, e = x.shape
+    return x.transpose(1, 2, 0, 3).reshape(g, k * d, e)
 
 
 def concat(parts: list[np.ndarray]) -> np.ndarray:
-    """Concatenates [E, G, k] blocks along the last axis (mpe2's `np.concatenate` of an observation)."""
-    return np.concatenate(parts, axis=-1)
+    """Concatenates [G, k, E] blocks into [G, D, E] (mpe2's `np.concatenate` of an observation)."""
+    return np.concatenate(parts, axis=1)
 
 
 def nearest(d: np.ndarray, n: int | None) -> np.ndarray | None:
-    """Indices of the n nearest along the last axis (mpe2's `nearest_entities`), or None for all."""
+    """[G, n, E] indices of the n nearest of d [G, K, E] (mpe2's `nearest_entities`), or None for all."""
     if n is None:
         return None
-    return np.argsort(d, axis=-1)[..., :n]
+    return np.argsort(d, axis=1)[:, :n]
 
 
 def gather(x: np.ndarray, order: np.ndarray, slots: int) -> np.ndarray:
-    """Picks x[e, g, order[e, g, k]] for k < slots, zero-padding missing slots (partial observability).
+    """Picks x[:, g, order[g, k, e], e] for k < slots, zero-padding the missing slots (partial observability).
 
     Args:
-      x: [E, G, K, d] candidates per observer.
-      order: [E, G, k] indices into K, k <= slots.
+      x: [d, G, K, E] candidates per observer.
+      order: [G, k, E] indices into K, k <= slots.
+    Returns:
+      [d, G, slots, E].
     """
-    e, g, _, d = x.shape
-    out = np.zeros((e, g, slots, d))
-    k = order.shape[-1]
-    out[:, :, :k] = np.take_along_axis(x, order[..., None], axis=2)
+    d, g, _, e = x.shape
+    out = np.zeros((d, g, slots, e))
+    out[:, :, :order.shape[1]] = np.take_along_axis(x, order[None], axis=2)
     return out
 
 

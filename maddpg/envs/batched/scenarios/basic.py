@@ -1,16 +1,26 @@
-"""simple, simple_spread, simple_adversary and simple_push for E worlds."""
+"""simple, simple_spread, simple_adversary and simple_push for E worlds (envs-last arrays)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from maddpg.envs.batched.core import WorldLayout, WorldState, agent, landmark, norm, others
-from maddpg.envs.batched.scenarios.base import (BatchedScenario, ObsGroup, check_neighbors, concat, dist,
-                                                flat, gather, nearest, rel)
+from maddpg.envs.batched.core import WorldLayout, WorldState, agent, coords, landmark, norm2, others
+from maddpg.envs.batched.scenarios.base import (BatchedScenario, ObsGroup, check_neighbors, concat, gather,
+                                                nearest, pair_dist, point, rel, vectors)
 
 
 def _all(n: int) -> np.ndarray:
     return np.arange(n)
+
+
+def _others_rel(p: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """[2, A, A-1, E]: every other agent relative to each agent; p [2, A, E]."""
+    return rel(p, p)[:, _all(p.shape[1])[:, None], table]
+
+
+def _goal(pos: np.ndarray, first: int, goal: np.ndarray) -> np.ndarray:
+    """[2, E]: the position of landmark `goal[e]` (landmarks start at entity `first`); pos [2, M, E]."""
+    return pos[:, first + goal, np.arange(pos.shape[2])]
 
 
 class Simple(BatchedScenario):
@@ -24,8 +34,8 @@ class Simple(BatchedScenario):
         return {"pos": rng.uniform(-1, +1, (2, 2))}
 
     def observe(self, s):
-        vel, p, lm = s.vel[:, :1], s.pos[:, :1], s.pos[:, 1:]
-        return [ObsGroup(_all(1), concat([vel, flat(rel(lm, p))]))]
+        pos = coords(s.pos)
+        return [ObsGroup(_all(1), concat([point(s.vel[:, :1]), vectors(rel(pos[:, 1:], pos[:, :1]))]))]
 
     def agent_reward(self, s):
         return -np.square(s.pos[:, :1] - s.pos[:, 1:2]).sum(-1)
@@ -53,44 +63,52 @@ class Spread(BatchedScenario):
         self.layout = WorldLayout([agent(f"agent_{i}", size=0.15) for i in range(N)],
                                   [landmark(f"landmark {i}", collide=False) for i in range(N)], dim_c=2)
         self._others = others(N)
+        size = self.layout.size[:N]
+        self._touch = (size[:, None] + size[None, :])[..., None]  # [N, N, 1]
 
     def draw(self, rng):
         return {"pos": rng.uniform(-1, +1, (2 * self.n, 2))}
 
     def observe(self, s):
-        n = self.n
-        p, vel, lm = s.pos[:, :n], s.vel[:, :n], s.pos[:, n:]
-        lm_rel = rel(lm, p)  # [E, N, L, 2]
+        n, e = self.n, s.num_envs
+        pos = coords(s.pos)
+        p = pos[:, :n]
+        lm_rel = rel(pos[:, n:], p)  # [2, N, L, E]
         if self.k_landmarks is not None:
-            lm_rel = gather(lm_rel, nearest(norm(lm_rel), self.k_landmarks), self.k_landmarks)
-        oth_rel = rel(p, p)[:, _all(n)[:, None], self._others]  # [E, N, N-1, 2]
-        comm = s.comm[:, self._others]  # [E, N, N-1, dim_c]
-        if self.k_agents is not None:
-            order = nearest(norm(oth_rel), self.k_agents)
+            lm_rel = gather(lm_rel, nearest(norm2(lm_rel), self.k_landmarks), self.k_landmarks)
+        oth_rel = _others_rel(p, self._others)  # [2, N, N-1, E]
+        order = None if self.k_agents is None else nearest(norm2(oth_rel), self.k_agents)
+        if order is not None:
             oth_rel = gather(oth_rel, order, self.k_agents)
-            comm = gather(comm, order, self.k_agents)
-        return [ObsGroup(_all(n), concat([vel, p, flat(lm_rel), flat(oth_rel), flat(comm)]))]
+        slots = oth_rel.shape[2]
+        if self.layout.silent.all():  # mpe2's agents here never talk: their messages are zeros
+            comm = np.zeros((n, slots * self.layout.dim_c, e))
+        else:
+            comm_rel = coords(s.comm)[:, self._others]  # [dim_c, N, N-1, E]
+            comm = vectors(comm_rel if order is None else gather(comm_rel, order, slots))
+        parts = [point(s.vel[:, :n]), point(s.pos[:, :n]), vectors(lm_rel), vectors(oth_rel), comm]
+        return [ObsGroup(_all(n), concat(parts))]
 
     def _landmark_cover(self, s: WorldState) -> np.ndarray:
-        n = self.n
-        return dist(s.pos[:, n:], s.pos[:, :n]).min(-1)  # [E, L] nearest agent's distance
+        pos = coords(s.pos)
+        return pair_dist(pos[:, :self.n], pos[:, self.n:]).min(0)  # [L, E] the nearest agent's distance
 
     def agent_reward(self, s):
         n = self.n
         if not self.penalty:
             return np.zeros((s.num_envs, n))
-        p = s.pos[:, :n]
-        hit = dist(p, p) < self.layout.size[:n, None] + self.layout.size[None, :n]
-        hit[:, _all(n), _all(n)] = False
-        return -hit.sum(-1).astype(np.float64)
+        p = coords(s.pos)[:, :n]
+        hit = pair_dist(p, p) < self._touch  # [N, N, E]
+        hit[_all(n), _all(n)] = False
+        return -hit.sum(1).T.astype(np.float64)
 
     def global_reward(self, s):
-        return -self._landmark_cover(s).sum(-1)
+        return -self._landmark_cover(s).sum(0)
 
     def terminal(self, s):
         if not self.terminate:
             return super().terminal(s)
-        return (self._landmark_cover(s) < self.CAPTURE_RADIUS).all(-1)
+        return (self._landmark_cover(s) < self.CAPTURE_RADIUS).all(0)
 
 
 class Adversary(BatchedScenario):
@@ -113,28 +131,27 @@ class Adversary(BatchedScenario):
         goal = int(rng.integers(self.n))
         return {"goal": goal, "pos": rng.uniform(-1, +1, (2 * self.n + 1, 2))}
 
-    def _goal_pos(self, s: WorldState) -> np.ndarray:
-        return s.pos[np.arange(s.num_envs), self.n + 1 + s.extra["goal"]]  # [E, 2]
-
     def observe(self, s):
         a = self.n + 1
-        p, lm = s.pos[:, :a], s.pos[:, a:]
-        lm_rel = rel(lm, p)
+        pos = coords(s.pos)
+        p = pos[:, :a]
+        lm_rel = rel(pos[:, a:], p)
         if self.k_landmarks is not None:
-            lm_rel = gather(lm_rel, nearest(norm(lm_rel), self.k_landmarks), self.k_landmarks)
-        oth_rel = rel(p, p)[:, _all(a)[:, None], self._others]
+            lm_rel = gather(lm_rel, nearest(norm2(lm_rel), self.k_landmarks), self.k_landmarks)
+        oth_rel = _others_rel(p, self._others)
         if self.k_agents is not None:
-            oth_rel = gather(oth_rel, nearest(norm(oth_rel), self.k_agents), self.k_agents)
-        goal_rel = self._goal_pos(s)[:, None] - p[:, 1:]
-        good = concat([goal_rel, flat(lm_rel[:, 1:]), flat(oth_rel[:, 1:])])
-        adv = concat([flat(lm_rel[:, :1]), flat(oth_rel[:, :1])])
+            oth_rel = gather(oth_rel, nearest(norm2(oth_rel), self.k_agents), self.k_agents)
+        goal_rel = _goal(pos, a, s.extra["goal"])[:, None] - p[:, 1:]  # [2, N, E]
+        good = concat([goal_rel.transpose(1, 0, 2), vectors(lm_rel[:, 1:]), vectors(oth_rel[:, 1:])])
+        adv = concat([vectors(lm_rel[:, :1]), vectors(oth_rel[:, :1])])
         return [ObsGroup(_all(1), adv), ObsGroup(_all(a)[1:], good)]
 
     def agent_reward(self, s):
         a = self.n + 1
-        d_goal = norm(self._goal_pos(s)[:, None] - s.pos[:, :a])  # [E, A]
-        good = -d_goal[:, 1:].min(-1) + d_goal[:, 0]  # nearest good agent vs the adversary
-        return np.concatenate([-d_goal[:, :1], np.repeat(good[:, None], self.n, axis=1)], axis=1)
+        pos = coords(s.pos)
+        d_goal = norm2(_goal(pos, a, s.extra["goal"])[:, None] - pos[:, :a])  # [A, E]
+        good = -d_goal[1:].min(0) + d_goal[0]  # nearest good agent vs the adversary
+        return np.concatenate([-d_goal[:1], np.repeat(good[None], self.n, axis=0)]).T
 
     def read_mpe2(self, raw):
         world = raw.world
@@ -163,33 +180,34 @@ class Push(BatchedScenario):
     def __init__(self):
         self.layout = WorldLayout([agent("adversary_0"), agent("agent_0")],
                                   [landmark(f"landmark {i}", collide=False) for i in range(2)], dim_c=2)
-        self._lm_colors = push_landmark_colors()
+        self._lm_colors = push_landmark_colors().reshape(6, 1)
 
     def draw(self, rng):
         goal = int(rng.integers(2))
         return {"goal": goal, "pos": rng.uniform(-1, +1, (4, 2))}
 
-    def _agent_color(self, goal: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _agent_color(goal: np.ndarray) -> np.ndarray:
         color = np.full((goal.shape[0], 3), 0.25)
         color[np.arange(goal.shape[0]), goal + 1] += 0.5
         return color
 
     def observe(self, s):
         e = s.num_envs
-        p, vel, lm = s.pos[:, :2], s.vel[:, :2], s.pos[:, 2:]
-        lm_rel = flat(rel(lm, p))  # [E, 2, 4]
-        other = p[:, ::-1] - p  # the other agent, relative
-        goal_rel = s.pos[np.arange(e), 2 + s.extra["goal"]] - p[:, 1]
-        colors = np.broadcast_to(self._lm_colors.reshape(1, 6), (e, 6))
-        good = np.concatenate([vel[:, 1], goal_rel, self._agent_color(s.extra["goal"]), lm_rel[:, 1], colors,
-                               other[:, 1]], axis=-1)
-        adv = np.concatenate([vel[:, 0], lm_rel[:, 0], other[:, 0]], axis=-1)
-        return [ObsGroup(_all(1), adv[:, None]), ObsGroup(_all(2)[1:], good[:, None])]
+        pos = coords(s.pos)
+        p, vel = pos[:, :2], point(s.vel[:, :2])  # vel [2 agents, 2, E]
+        lm_rel = vectors(rel(pos[:, 2:], p))  # [2 agents, 4, E]
+        other = (p[:, ::-1] - p).transpose(1, 0, 2)  # [2 agents, 2, E] the other agent, relative
+        goal_rel = _goal(pos, 2, s.extra["goal"]) - p[:, 1]
+        good = np.concatenate([vel[1], goal_rel, self._agent_color(s.extra["goal"]).T, lm_rel[1],
+                               np.broadcast_to(self._lm_colors, (6, e)), other[1]])
+        adv = np.concatenate([vel[0], lm_rel[0], other[0]])
+        return [ObsGroup(_all(1), adv[None]), ObsGroup(_all(2)[1:], good[None])]
 
     def agent_reward(self, s):
-        goal = s.pos[np.arange(s.num_envs), 2 + s.extra["goal"]]
-        d = norm(goal[:, None] - s.pos[:, :2])  # [E, 2]
-        return np.stack([d[:, 1] - d[:, 0], -d[:, 1]], axis=1)
+        pos = coords(s.pos)
+        d = norm2(_goal(pos, 2, s.extra["goal"])[:, None] - pos[:, :2])  # [2, E]
+        return np.stack([d[1] - d[0], -d[1]], axis=1)
 
     def read_mpe2(self, raw):
         world = raw.world

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from maddpg.envs.batched.core import WorldLayout, agent, landmark, norm
-from maddpg.envs.batched.scenarios.base import BatchedScenario, ObsGroup, flat, rel
+from maddpg.envs.batched.scenarios.base import BatchedScenario
+from maddpg.envs.batched.scenarios.envfirst import flat, group, rel
 
 
 def _index_of(items: list, item) -> int:
@@ -31,9 +32,8 @@ class Crypto(BatchedScenario):
     def observe(self, s):
         goal_color, key = self._colors[s.extra["goal"]], self._colors[s.extra["key"]]
         alice_c = s.comm[:, 2]
-        return [ObsGroup(np.array([0]), alice_c[:, None]),
-                ObsGroup(np.array([1]), np.concatenate([key, alice_c], axis=-1)[:, None]),
-                ObsGroup(np.array([2]), np.concatenate([goal_color, key], axis=-1)[:, None])]
+        return [group([0], alice_c[:, None]), group([1], np.concatenate([key, alice_c], axis=-1)[:, None]),
+                group([2], np.concatenate([goal_color, key], axis=-1)[:, None])]
 
     def agent_reward(self, s):
         goal_color = self._colors[s.extra["goal"]]
@@ -81,7 +81,7 @@ class Reference(BatchedScenario):
         p, vel, lm = s.pos[:, :2], s.vel[:, :2], s.pos[:, 2:]
         goal_color = _REFERENCE_COLORS[s.extra["goal_b"]]  # [E, 2, 3]
         other_c = s.comm[:, ::-1]
-        return [ObsGroup(np.arange(2), np.concatenate([vel, flat(rel(lm, p)), goal_color, other_c], axis=-1))]
+        return [group([0, 1], np.concatenate([vel, flat(rel(lm, p)), goal_color, other_c], axis=-1))]
 
     def agent_reward(self, s):
         e = np.arange(s.num_envs)[:, None]
@@ -128,8 +128,7 @@ class SpeakerListener(BatchedScenario):
     def observe(self, s):
         p, vel, lm = s.pos[:, 1:2], s.vel[:, 1:2], s.pos[:, 2:]
         listener = np.concatenate([vel, flat(rel(lm, p)), s.comm[:, :1]], axis=-1)
-        return [ObsGroup(np.array([0]), _LISTENER_COLORS[s.extra["goal"]][:, None]),
-                ObsGroup(np.array([1]), listener)]
+        return [group([0], _LISTENER_COLORS[s.extra["goal"]][:, None]), group([1], listener)]
 
     def agent_reward(self, s):
         goal = s.pos[np.arange(s.num_envs), 2 + s.extra["goal"]]

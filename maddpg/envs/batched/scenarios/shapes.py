@@ -8,7 +8,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from maddpg.envs.batched.core import WorldLayout, WorldState, agent, landmark, norm
-from maddpg.envs.batched.scenarios.base import BatchedScenario, ObsGroup, concat, flat, rel
+from maddpg.envs.batched.scenarios.base import BatchedScenario
+from maddpg.envs.batched.scenarios.envfirst import concat, flat, group, rel
 
 _MAX_BRUTE_FORCE = 5  # up to 5! = 120 permutations per env; larger N falls back to scipy per env
 
@@ -54,7 +55,7 @@ class _Shape(BatchedScenario):
     def observe(self, s):
         n = self.n
         p = s.pos[:, :n]
-        return [ObsGroup(np.arange(n), concat([s.vel[:, :n], p, flat(rel(s.pos[:, n:], p))]))]
+        return [group(np.arange(n), concat([s.vel[:, :n], p, flat(rel(s.pos[:, n:], p))]))]
 
     def agent_reward(self, s):
         return np.zeros((s.num_envs, self.n))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from maddpg.envs.batched.core import WorldLayout, WorldState, agent, landmark, norm, others
+from maddpg.envs.batched.core import WorldLayout, agent, coords, landmark, norm2, others
 from maddpg.envs.batched.scenarios.base import (BatchedScenario, ObsGroup, bound_penalty, check_neighbors,
-                                                concat, dist, flat, gather, nearest, rel)
+                                                concat, gather, nearest, pair_dist, point, rel, vectors)
 
 
-def _collisions(s: WorldState, layout: WorldLayout, a: slice, b: slice) -> np.ndarray:
-    """[E, |a|, |b|] whether agents a and b overlap (mpe2's `is_collision`: dist < size sum)."""
+def _touching(pos: np.ndarray, layout: WorldLayout, a: slice, b: slice) -> np.ndarray:
+    """[|a|, |b|, E] whether entities a and b overlap (mpe2's `is_collision`: dist < size sum); pos [2, M, E]."""
     size = layout.size
-    return dist(s.pos[:, a], s.pos[:, b]) < size[a][:, None] + size[b][None, :]
+    return pair_dist(pos[:, a], pos[:, b]) < (size[a][:, None] + size[b][None, :])[..., None]
+
+
+def _others_rel(p: np.ndarray, table: np.ndarray) -> np.ndarray:
+    return rel(p, p)[:, np.arange(p.shape[1])[:, None], table]  # [2, A, A-1, E]
 
 
 class Tag(BatchedScenario):
@@ -48,39 +52,41 @@ class Tag(BatchedScenario):
 
     def observe(self, s):
         a, na = self._a, self.n_adv
-        p, vel, lm = s.pos[:, :a], s.vel[:, :a], s.pos[:, a:]
-        lm_rel = rel(lm, p)
+        pos = coords(s.pos)
+        p = pos[:, :a]
+        lm_rel = rel(pos[:, a:], p)  # [2, A, L, E]
         if self.k_landmarks is not None:
-            lm_rel = gather(lm_rel, nearest(norm(lm_rel), self.k_landmarks), self.k_landmarks)
-        oth_rel = rel(p, p)[:, np.arange(a)[:, None], self._others]  # [E, A, A-1, 2]
-        oth_vel = vel[:, self._others]  # [E, A, A-1, 2]
+            lm_rel = gather(lm_rel, nearest(norm2(lm_rel), self.k_landmarks), self.k_landmarks)
+        oth_rel = _others_rel(p, self._others)  # [2, A, A-1, E]
+        oth_vel = coords(s.vel)[:, self._others]  # [2, A, A-1, E]
         if self.k_agents is None:
             # Only good agents' velocities are seen; they come last among each agent's others.
             vel_adv, vel_good = oth_vel[:, :na, na - 1:], oth_vel[:, na:, na:]
         else:
-            order = nearest(norm(oth_rel), self.k_agents)
+            order = nearest(norm2(oth_rel), self.k_agents)
             oth_rel = gather(oth_rel, order, self.k_agents)
-            vis_vel = gather(oth_vel * self._good_other, order, self.k_agents)
-            vel_adv, vel_good = vis_vel[:, :na], vis_vel[:, na:]
-        base = concat([vel, p, flat(lm_rel), flat(oth_rel)])
-        return [ObsGroup(np.arange(na), concat([base[:, :na], flat(vel_adv)])),
-                ObsGroup(np.arange(na, a), concat([base[:, na:], flat(vel_good)]))]
+            seen_vel = gather(oth_vel * self._good_other, order, self.k_agents)
+            vel_adv, vel_good = seen_vel[:, :na], seen_vel[:, na:]
+        base = concat([point(s.vel[:, :a]), point(s.pos[:, :a]), vectors(lm_rel), vectors(oth_rel)])
+        return [ObsGroup(np.arange(na), concat([base[:na], vectors(vel_adv)])),
+                ObsGroup(np.arange(na, a), concat([base[na:], vectors(vel_good)]))]
 
     def agent_reward(self, s):
         a, na = self._a, self.n_adv
-        caught = _collisions(s, self.layout, slice(0, na), slice(na, a))  # [E, adv, good]
-        good = -10.0 * caught.sum(1)
-        x = np.abs(s.pos[:, na:a])
-        good = good - bound_penalty(x[..., 0])
-        good = good - bound_penalty(x[..., 1])
-        adv = 10.0 * caught.sum((1, 2))
-        return np.concatenate([np.repeat(adv[:, None], na, axis=1), good], axis=1)
+        pos = coords(s.pos)
+        caught = _touching(pos, self.layout, slice(0, na), slice(na, a))  # [adv, good, E]
+        good = -10.0 * caught.sum(0)  # [good, E]
+        x = np.abs(pos[:, na:a])
+        good = good - bound_penalty(x[0])
+        good = good - bound_penalty(x[1])
+        adv = 10.0 * caught.sum((0, 1))
+        return np.concatenate([np.repeat(adv[None], na, axis=0), good]).T
 
     def terminal(self, s):
         if not self.terminate:
             return super().terminal(s)
-        caught = _collisions(s, self.layout, slice(0, self.n_adv), slice(self.n_adv, self._a))
-        return caught.any(1).all(-1)
+        caught = _touching(coords(s.pos), self.layout, slice(0, self.n_adv), slice(self.n_adv, self._a))
+        return caught.any(0).all(0)
 
 
 class WorldComm(BatchedScenario):
@@ -112,43 +118,43 @@ class WorldComm(BatchedScenario):
         rows = rng.uniform(-0.9, +0.9, (n_lm + self.n_food + self.n_forest, 2))
         return {"pos": np.concatenate([agents, rows[:self.n_obst], rows[n_lm:]])}
 
-    def _forests(self, s: WorldState) -> np.ndarray:
-        """[E, A, W] whether each agent is inside each forest."""
-        a, w0 = self._a, self._a + self.n_obst + self.n_food
-        size = self.layout.size
-        return dist(s.pos[:, :a], s.pos[:, w0:]) < size[:a, None] + size[None, w0:]
+    def _forests(self, pos: np.ndarray) -> np.ndarray:
+        """[A, W, E] whether each agent is inside each forest; pos [2, M, E]."""
+        w0 = self._a + self.n_obst + self.n_food
+        return _touching(pos, self.layout, slice(0, self._a), slice(w0, self.layout.num_entities))
 
     def observe(self, s):
         a, na = self._a, self.n_adv
-        p, vel = s.pos[:, :a], s.vel[:, :a]
-        inf = self._forests(s)
-        inf_o = inf[:, self._others]  # [E, A, A-1, W]
-        shared = (inf[:, :, None, :] & inf_o).any(-1)
-        out = ~inf.any(-1)
+        pos = coords(s.pos)
+        p = pos[:, :a]
+        inf = self._forests(pos)  # [A, W, E]
+        inf_o = inf[self._others]  # [A, A-1, W, E]
+        shared = (inf[:, None] & inf_o).any(2)  # [A, A-1, E]
+        out = ~inf.any(1)  # [A, E]
         # Others are seen when both stand in one forest, when neither is in any forest, or by the leader.
-        seen = (shared | (out[:, :, None] & out[:, self._others]) | self._leader)[..., None]
-        oth_rel = np.where(seen, rel(p, p)[:, np.arange(a)[:, None], self._others], 0.0)
-        oth_vel = np.where(seen, vel[:, self._others], 0.0)
-        in_forest = np.where(inf, 1.0, -1.0)
-        base = concat([vel, p, flat(rel(s.pos[:, a:], p)), flat(oth_rel)])
-        comm = np.broadcast_to(s.comm[:, :1], (s.num_envs, na, self.layout.dim_c))
-        adv = concat([base[:, :na], flat(oth_vel[:, :na, na - 1:]), in_forest[:, :na], comm])
-        good = concat([base[:, na:], in_forest[:, na:], flat(oth_vel[:, na:, na:])])
+        seen = shared | (out[:, None] & out[self._others]) | self._leader[..., None]
+        oth_rel = np.where(seen, _others_rel(p, self._others), 0.0)  # [2, A, A-1, E]
+        oth_vel = np.where(seen, coords(s.vel)[:, self._others], 0.0)
+        in_forest = np.where(inf, 1.0, -1.0)  # [A, W, E]
+        base = concat([point(s.vel[:, :a]), point(s.pos[:, :a]), vectors(rel(pos[:, a:], p)), vectors(oth_rel)])
+        comm = np.broadcast_to(point(s.comm[:, :1]), (na, self.layout.dim_c, s.num_envs))
+        adv = concat([base[:na], vectors(oth_vel[:, :na, na - 1:]), in_forest[:na], comm])
+        good = concat([base[na:], in_forest[na:], vectors(oth_vel[:, na:, na:])])
         return [ObsGroup(np.arange(na), adv), ObsGroup(np.arange(na, a), good)]
 
     def agent_reward(self, s):
-        a, na, size = self._a, self.n_adv, self.layout.size
-        caught = _collisions(s, self.layout, slice(0, na), slice(na, a))  # [E, adv, good]
+        a, na = self._a, self.n_adv
+        pos = coords(s.pos)
+        caught = _touching(pos, self.layout, slice(0, na), slice(na, a))  # [adv, good, E]
         f0 = a + self.n_obst
-        d_food = dist(s.pos[:, na:a], s.pos[:, f0:f0 + self.n_food])  # [E, good, F]
-        ate = d_food < size[na:a, None] + size[None, f0:f0 + self.n_food]
-        good = -5.0 * caught.sum(1)
-        x = np.abs(s.pos[:, na:a])
-        good = good - 2 * bound_penalty(x[..., 0])
-        good = good - 2 * bound_penalty(x[..., 1])
+        food = slice(f0, f0 + self.n_food)
+        ate = _touching(pos, self.layout, slice(na, a), food)  # [good, F, E]
+        good = -5.0 * caught.sum(0)
+        x = np.abs(pos[:, na:a])
+        good = good - 2 * bound_penalty(x[0])
+        good = good - 2 * bound_penalty(x[1])
         for f in range(self.n_food):  # one food at a time, the order mpe2 adds its rewards in
-            good = good + 2.0 * ate[..., f]
-        good = good - 0.05 * d_food.min(-1)
-        d_good = dist(s.pos[:, :na], s.pos[:, na:a])  # [E, adv, good]
-        adv = -(0.1 * d_good.min(-1)) + 5.0 * caught.sum((1, 2))[:, None]
-        return np.concatenate([adv, good], axis=1)
+            good = good + 2.0 * ate[:, f]
+        good = good - 0.05 * pair_dist(pos[:, na:a], pos[:, food]).min(1)
+        adv = -(0.1 * pair_dist(pos[:, :na], pos[:, na:a]).min(1)) + 5.0 * caught.sum((0, 1))
+        return np.concatenate([adv, good]).T

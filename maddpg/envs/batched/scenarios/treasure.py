@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from maddpg.envs.batched.core import WorldLayout, WorldState, agent, landmark, norm, others
-from maddpg.envs.batched.scenarios.base import BatchedScenario, ObsGroup, concat, dist, flat, rel
+from maddpg.envs.batched.scenarios.base import BatchedScenario
+from maddpg.envs.batched.scenarios.envfirst import concat, dist, flat, group, rel
 
 _BOUND = 0.95  # treasures appear in [-0.95, 0.95]^2
 _GONE = -999.0  # where mpe2 parks a treasure that was picked up
@@ -143,8 +144,8 @@ class CollectTreasure(BatchedScenario):
         key = np.where(x["alive"][:, None], norm(t_rel), 1e6)  # dead treasures last
         tre = np.take_along_axis(t_block, np.argsort(key, axis=-1, kind="stable")[..., None], axis=2)
         tail = concat([flat(oth), flat(tre)])
-        return [ObsGroup(np.arange(c), concat([p[:, :c], vel[:, :c], held, tail[:, :c]])),
-                ObsGroup(np.arange(c, a), concat([p[:, c:], vel[:, c:], tail[:, c:]]))]
+        return [group(np.arange(c), concat([p[:, :c], vel[:, :c], held, tail[:, :c]])),
+                group(np.arange(c, a), concat([p[:, c:], vel[:, c:], tail[:, c:]]))]
 
     # --- mpe2 bridge ---
 
