@@ -71,6 +71,7 @@ class BatchedMPEEnv:
         self._physics = Physics(self._layout)
         self._state: WorldState | None = None
         self._render_env = None
+        self._cam_range = 1.0
         self.last_reward64: np.ndarray | None = None  # [E, N] float64 rewards of the last step
         self.last_infos: list[dict[str, Any]] = [{name: {} for name in self.spec.agent_ids}
                                                  for _ in range(num_envs)]
@@ -123,8 +124,7 @@ class BatchedMPEEnv:
                                                       self.continuous_actions, self.render_mode)
         raw = self._render_env.unwrapped
         bridge.store(self._scenario, self._state, 0, raw)
-        if self._state.steps[0] == 0:  # mpe2 fixes its camera range at reset
-            raw.original_cam_range = np.max(np.abs(self._state.pos[0]))
+        raw.original_cam_range = self._cam_range  # mpe2 fixes its camera range at reset
         return self._render_env.render()
 
     def close(self) -> None:
@@ -183,6 +183,8 @@ class BatchedMPEEnv:
         s.vel[idx] = 0.0
         s.comm[idx] = 0.0
         s.steps[idx] = 0
+        if idx[0] == 0:  # copy 0's camera range at reset (rendering only)
+            self._cam_range = float(np.max(np.abs(rows[0]["pos"])))
         for key in rows[0]:
             values = bridge.stack([row[key] for row in rows])
             if key == "pos":
