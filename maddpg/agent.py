@@ -88,11 +88,20 @@ class MADDPGAgent:
         """
         n = self.env_spec.num_agents
         done = np.repeat(step.terminated.astype(np.float32)[:, None], n, axis=1)
-        self.buffer.add(Transition(obs, actions, step.reward, step.next_obs, done))
-        before = self.env_steps
-        self.env_steps += step.reward.shape[0]
-        self._pending += self.schedule.due(before, self.env_steps, len(self.buffer))
+        self.insert(Transition(obs, actions, step.reward, step.next_obs, done))
         self.policy.reset_noise(step.terminated | step.truncated)
+
+    def insert(self, transitions: Transition) -> None:
+        """Adds transitions (one per env step) to the buffer and schedules the updates that became due."""
+        self.buffer.add(transitions)
+        before = self.env_steps
+        self.env_steps += transitions.reward.shape[0]
+        self._pending += self.schedule.due(before, self.env_steps, len(self.buffer))
+
+    @property
+    def pending_updates(self) -> int:
+        """Updates that are due but not run yet."""
+        return self._pending
 
     def update(self) -> dict[str, np.ndarray] | None:
         """Runs every update that is due; returns the last one's metrics, or None if none ran."""

@@ -51,7 +51,9 @@ def evaluate(ckpt: Checkpoint, episodes: int, *, seed: int = 12345, greedy: bool
     spec = ckpt.spec.model_copy(update=env_overrides or {})
     num_envs = min(num_envs, episodes)
     bench = benchmark_out is not None
-    env = make_env(spec, num_envs=num_envs, extra_kwargs={"benchmark_data": True} if bench else None)
+    # Benchmark data comes from mpe2's own scenario code, so that mode steps the reference engine.
+    env = make_env(spec, num_envs=num_envs, extra_kwargs={"benchmark_data": True} if bench else None,
+                   engine="mpe2" if bench else None)
     ckpt.check_fits(env.spec)
     policy = load_policy(ckpt, seed, num_envs)
     tracker = EpisodeTracker(num_envs, env.spec.num_agents)

@@ -40,7 +40,15 @@ class RunSpec(BaseModel):
     max_episode_len: int = Field(25, ge=1, le=100_000, description="maximum episode length (env steps)")
     num_episodes: int = Field(60_000, ge=1, description="number of episodes to train for")
     num_envs: int = Field(1, ge=1, le=4096, description="env copies stepped together by the training loop")
-    engine: Literal["mpe2"] = Field("mpe2", description="environment engine")
+    engine: Literal["batched", "mpe2"] = Field(
+        "batched", description="environment engine: batched (numpy, all env copies at once, equal to mpe2 in "
+                               "tests) or mpe2 (the reference, one copy at a time)")
+    explorers: int = Field(
+        0, ge=0, le=64,
+        description="explorer processes (SEED RL: a learner process serves them batched inference); "
+                    "0 trains in one process")
+    envs_per_explorer: int = Field(16, ge=1, le=4096, description="env copies each explorer steps")
+    chunk_len: int = Field(10, ge=1, le=1000, description="env steps per transition chunk an explorer sends")
 
     # Agents.
     num_adversaries: int | None = Field(

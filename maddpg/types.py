@@ -28,3 +28,63 @@ class Transition(NamedTuple):
     reward: np.ndarray  # [B, N]
     next_obs: list[np.ndarray]  # [B, obs_dim_i]
     done: np.ndarray  # [B, N] float32, terminations only (time limits bootstrap, as in the original)
+
+
+# ---------------------------------------------------------------- wire messages (encoded by transport/codec.py)
+class Hello(NamedTuple):
+    """An explorer announces itself; a new `run_id` means it restarted and its old state must be dropped."""
+
+    explorer_id: str
+    run_id: str
+    num_envs: int
+
+
+class Welcome(NamedTuple):
+    """The learner's answer to Hello: the run spec (JSON) every explorer of the run uses."""
+
+    spec_json: str
+
+
+class InferenceRequest(NamedTuple):
+    """One round of an explorer: every env's observations plus the reward and done of the last step."""
+
+    explorer_id: str
+    run_id: str
+    seq: int
+    obs: list[np.ndarray]  # [E, obs_dim_i] float32 per agent
+    reward: np.ndarray  # [E, N] float32, zeros at the first request
+    done: np.ndarray  # [E] bool: the last step ended the episode (obs is the next episode's first)
+
+
+class InferenceReply(NamedTuple):
+    seq: int
+    actions: list[np.ndarray]  # [E, act_dim_i] float32 policy action vectors per agent
+
+
+class Chunk(NamedTuple):
+    """Transitions of one explorer for the replay queue, with the episodes that ended inside it."""
+
+    explorer_id: str
+    run_id: str
+    seq: int
+    transitions: Transition  # rows: T steps x E envs
+    episode_rewards: np.ndarray  # [K, N] float32, per-agent totals of the K episodes that ended
+    episode_lengths: np.ndarray  # [K] int32
+
+
+class Ack(NamedTuple):
+    seq: int
+
+
+class Stop(NamedTuple):
+    """The run is over: the explorer should exit."""
+
+    reason: str
+
+
+class Error(NamedTuple):
+    """A request was refused; the sender may fix it and try again."""
+
+    seq: int
+    code: str
+    message: str

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 import types
 import typing
@@ -100,9 +102,23 @@ def cmd_train(ns: argparse.Namespace) -> int:
         ns.display, ns.seed = spec.display, spec.seed
         return cmd_evaluate(ns)
 
+    run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
+    if spec.explorers > 0:
+        from maddpg.launch import LocalRun
+        from maddpg.runfolder import SPEC
+
+        if (Path(run_dir) / SPEC).exists() and not spec.restore:
+            raise UserError(f"run folder {run_dir} already holds a run; choose another --run-dir, "
+                            f"or pass --restore {run_dir} to continue it")
+        run = LocalRun(spec, run_dir, quiet=ns.quiet)
+        run.start()
+        code = run.wait()
+        print(f"{'interrupted' if code == 130 else 'done'}: learner and {spec.explorers} explorers stopped; "
+              f"run folder: {run_dir}")
+        return code
+
     from maddpg.local import train
 
-    run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
     result = train(spec, run_dir, progress=not ns.quiet)
     state = "interrupted" if result.interrupted else "done"
     print(f"{state}: {result.episodes} episodes, {result.env_steps} env steps, {result.updates} updates "
@@ -156,6 +172,41 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     from maddpg.bench import run_suites
 
     return run_suites(ns.suite, quick=ns.quick, out=ns.out, out_dir=ns.out_dir)
+
+
+def cmd_learner(ns: argparse.Namespace) -> int:
+    from services.learner.main import Learner
+
+    spec = spec_from_args(ns)
+    run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
+    learner = Learner(spec, run_dir, ns.bind, max_batch=ns.max_batch, max_wait=ns.max_wait_ms / 1e3)
+    print(f"learner serving on {learner.address}", file=sys.stderr, flush=True)
+    result = learner.train(progress=not ns.quiet)
+    print(f"{'interrupted' if result.interrupted else 'done'}: {result.episodes} episodes, {result.env_steps} env "
+          f"steps, {result.updates} updates in {result.seconds:.0f} s; mean episode reward (last 100, sum over "
+          f"agents): {result.mean_reward:.2f}")
+    return 130 if result.interrupted else 0
+
+
+def cmd_explorer(ns: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from maddpg.transport.client import TransportError
+    from services.explorer.main import run_explorer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if not ns.learner:
+        raise UserError("--learner ADDRESS (or MADDPG_LEARNER_ADDRESS) is required, e.g. tcp://learner:5555")
+    try:
+        run_explorer(ns.learner, ns.explorer_id, ns.envs, seed=ns.seed, request_timeout=ns.request_timeout,
+                     give_up_after=ns.give_up_after)
+    except TransportError as e:
+        raise UserError(str(e)) from None
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def not_built(role: str, issue: str):
@@ -213,9 +264,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for SUITE.json files and README.md (used by `make bench`)")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("learner", help="the learner service: batched inference for explorers over ZeroMQ, "
+                                       "replay and training",
+                       description="Serve actions to explorers and train from their transitions.")
+    p.add_argument("--bind", default=os.environ.get("MADDPG_LEARNER_BIND", "tcp://0.0.0.0:5555"),
+                   help="ZeroMQ address to serve on (env MADDPG_LEARNER_BIND; default tcp://0.0.0.0:5555)")
+    p.add_argument("--run-dir", type=Path, default=None, help="run folder (default: runs/SCENARIO-seedSEED)")
+    p.add_argument("--max-batch", type=int, default=1024, help="most envs per inference batch (default: 1024)")
+    p.add_argument("--max-wait-ms", type=float, default=0.5,
+                   help="how long to wait for more requests before serving a batch (default: 0.5 ms)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_spec_flags(p)
+    p.set_defaults(func=cmd_learner)
+
+    p = sub.add_parser("explorer", help="the explorer service: steps envs, gets actions from the learner",
+                       description="Step envs with actions from a learner; send transitions to its replay queue. "
+                                   "The run spec comes from the learner.")
+    p.add_argument("--learner", default=os.environ.get("MADDPG_LEARNER_ADDRESS"),
+                   help="the learner's address, e.g. tcp://learner:5555 (env MADDPG_LEARNER_ADDRESS)")
+    p.add_argument("--envs", type=int, default=int(os.environ.get("MADDPG_ENVS", "16")),
+                   help="env copies to step (env MADDPG_ENVS; default 16)")
+    p.add_argument("--explorer-id", default=os.environ.get("MADDPG_EXPLORER_ID", f"{socket.gethostname()}-{os.getpid()}"),
+                   help="a stable name for this explorer (env MADDPG_EXPLORER_ID; default HOST-PID)")
+    p.add_argument("--seed", type=int, default=None, help="env seed (default: derived from the run seed and the id)")
+    p.add_argument("--request-timeout", type=float, default=30.0,
+                   help="seconds without a reply before reconnecting and resending (default: 30)")
+    p.add_argument("--give-up-after", type=float, default=120.0,
+                   help="seconds without any answer from the learner before exiting with an error (default: 120)")
+    p.set_defaults(func=cmd_explorer)
+
     for role, help_text, issue in [
-        ("learner", "the learner service: batched inference over ZeroMQ and training", "SEED RL runtime issue"),
-        ("explorer", "the explorer service: steps envs, asks the learner for actions", "SEED RL runtime issue"),
         ("api", "the control API (FastAPI): start, list and stop runs", "control service issue"),
     ]:
         p = sub.add_parser(role, help=f"{help_text} (not built yet)", description=f"{help_text}. Not built yet.")

@@ -48,14 +48,22 @@ class NumpyPolicy:
         """The actors' flat distribution parameters, [B, param_dim_i] per agent."""
         return [mlp_forward(w, o) for w, o in zip(self.weights, obs, strict=True)]
 
-    def act(self, obs: list[np.ndarray], explore: bool = True) -> list[np.ndarray]:
-        """Action vectors [B, action_dim_i] per agent: sampled (plus noise) if `explore`, else the mode."""
+    def act(self, obs: list[np.ndarray], explore: bool = True,
+            noise: list[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        """Action vectors [B, action_dim_i] per agent: sampled (plus noise) if `explore`, else the mode.
+
+        Args:
+          noise: additive noise [B, action_dim_i] per agent for deterministic heads, drawn by the caller
+            (the inference server keeps one process per explorer env); default: this policy's own processes.
+        """
+        if noise is None:
+            noise = [None if n is None else n() for n in self._noise]
         actions = []
-        for head, p, noise in zip(self.heads, self.params(obs), self._noise, strict=True):
+        for head, p, eps in zip(self.heads, self.params(obs), noise, strict=True):
             if not explore:
                 actions.append(H.mode(head, p))
-            elif noise is not None:
-                a = H.mode(head, p) + noise()[: p.shape[0]]
+            elif eps is not None:
+                a = H.mode(head, p) + eps[: p.shape[0]]
                 actions.append(np.clip(a, head.low, head.high).astype(np.float32))
             else:
                 actions.append(H.sample(head, p, self._rng))

@@ -132,9 +132,12 @@ class MPEEnv:
 
 
 def make_env(spec, *, num_envs: int | None = None, render_mode: str | None = None,
-             extra_kwargs: dict[str, Any] | None = None) -> MPEEnv:
-    """Builds the env of a run spec (`maddpg.runspec.RunSpec`)."""
+             extra_kwargs: dict[str, Any] | None = None, engine: str | None = None):
+    """Builds the env of a run spec (`maddpg.runspec.RunSpec`) with its engine (or `engine` if given)."""
     kwargs = {**spec.scenario_kwargs(), **(extra_kwargs or {})}
-    return MPEEnv(spec.scenario, kwargs, num_envs=num_envs or spec.num_envs,
+    cls = MPEEnv
+    if (engine or spec.engine) == "batched":
+        from maddpg.envs.batched import BatchedMPEEnv as cls
+    return cls(spec.scenario, kwargs, num_envs=num_envs or spec.num_envs,
                   max_cycles=spec.max_episode_len, continuous_actions=spec.continuous_actions,
                   render_mode=render_mode)

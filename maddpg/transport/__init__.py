@@ -1,0 +1,1 @@
+"""ZeroMQ inference protocol: wire format (codec), DEALER client, ROUTER batching server."""

@@ -1,0 +1,256 @@
+"""The learner's ROUTER socket: batched inference for every explorer, chunk intake, errors as replies.
+
+One thread owns the socket. Each round it drains the requests queued from all explorers (waiting at most
+`max_wait` after the first, taking at most `max_batch` envs), runs the actors once on the whole batch and
+replies to each explorer with its slice. A request that is malformed, from an unknown explorer or of the
+wrong shape is answered with an Error and counted; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from maddpg.envs.spaces import EnvSpec
+from maddpg.transport.codec import ProtocolError, decode, encode
+from maddpg.types import Ack, Chunk, Error, Hello, InferenceReply, InferenceRequest, Stop, Welcome
+
+log = logging.getLogger(__name__)
+
+# act(obs [B, d_i] per agent, noise [B, a_i] per agent or None) -> actions [B, a_i] per agent
+ActFn = Callable[[list[np.ndarray], list[np.ndarray | None]], list[np.ndarray]]
+# noise_factory(num_envs) -> one noise process per agent (or None), as maddpg.algo.exploration.make_noise
+NoiseFactory = Callable[[int], list]
+
+
+@dataclass
+class _Explorer:
+    run_id: str
+    num_envs: int
+    noise: list
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class ServerStats:
+    """Counters the learner exports as metrics."""
+
+    requests: int = 0
+    batches: int = 0
+    envs_served: int = 0
+    chunks: int = 0
+    errors: Counter = field(default_factory=Counter)
+    restarts: int = 0
+    batch_sizes: deque = field(default_factory=lambda: deque(maxlen=1000))
+    latencies_s: deque = field(default_factory=lambda: deque(maxlen=1000))
+
+
+class InferenceServer:
+    """Serves actions to explorers and hands their chunks to `on_chunk`.
+
+    Args:
+      bind: ZeroMQ address, e.g. "tcp://0.0.0.0:5555" or "ipc:///tmp/x".
+      env_spec: the agents (shapes of valid requests).
+      spec_json: the run spec sent to explorers in Welcome.
+      act: the batched policy. noise_factory: per-explorer exploration noise.
+      act_dims: action vector size per agent (shapes of valid chunks).
+      on_chunk: called (in the server thread) with each valid Chunk; return False to refuse it (no Ack).
+      may_collect: called with the env steps a batch would add and the envs of all registered explorers;
+        False holds the replies (pacing).
+      max_batch: most envs per inference batch. max_wait: seconds to wait for more requests.
+      max_envs: most envs one explorer may own. max_bytes: largest accepted message.
+    """
+
+    def __init__(self, bind: str, env_spec: EnvSpec, spec_json: str, act: ActFn, noise_factory: NoiseFactory,
+                 act_dims: list[int], on_chunk: Callable[[Chunk], bool], may_collect: Callable[[int, int], bool],
+                 *, max_batch: int = 1024, max_wait: float = 0.0005, max_envs: int = 4096,
+                 max_bytes: int = 64 << 20, context: zmq.Context | None = None):
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_bytes)  # hard cap: ZeroMQ drops the peer beyond it
+        self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting explorer takes its identity back
+        self._sock.bind(bind)
+        self.address = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._env_spec, self._spec_json = env_spec, spec_json
+        self._obs_dims = env_spec.obs_dims
+        self._act_dims = act_dims
+        self._act, self._noise_factory = act, noise_factory
+        self._on_chunk, self._may_collect = on_chunk, may_collect
+        self._max_batch, self._max_wait, self._max_envs, self._max_bytes = max_batch, max_wait, max_envs, max_bytes
+        self._explorers: dict[str, _Explorer] = {}
+        self._waiting: deque[tuple[bytes, InferenceRequest, float]] = deque()
+        self._stop_reason: str | None = None
+        self.stats = ServerStats()
+
+    # ------------------------------------------------------------ lifecycle
+    def serve(self, stop: threading.Event, poll_ms: int = 50) -> None:
+        """Serves until `stop` is set, then closes the socket."""
+        try:
+            while not stop.is_set():
+                self.run_once(poll_ms)
+        finally:
+            self._sock.close(linger=0)
+
+    def stop_explorers(self, reason: str) -> None:
+        """From now on every explorer request is answered with Stop (thread-safe: a flag read by the loop)."""
+        self._stop_reason = reason
+
+    @property
+    def explorers(self) -> dict[str, str]:
+        """Explorer id -> current run id."""
+        return {k: v.run_id for k, v in self._explorers.items()}
+
+    # ------------------------------------------------------------ one round
+    def run_once(self, poll_ms: int = 50) -> None:
+        """Receives what is queued (waiting up to `poll_ms` for the first message), then serves a batch."""
+        timeout = 1 if self._waiting else poll_ms
+        if self._sock.poll(timeout, zmq.POLLIN):
+            self._drain()
+        self._serve_waiting()
+
+    def _drain(self) -> None:
+        deadline = None
+        envs = sum(r.obs[0].shape[0] for _, r, _ in self._waiting)
+        while envs < self._max_batch:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                if deadline is None:
+                    deadline = time.perf_counter() + self._max_wait
+                remaining = deadline - time.perf_counter()
+                if not self._waiting or remaining <= 0 or not self._sock.poll(remaining * 1e3, zmq.POLLIN):
+                    return
+                continue
+            envs += self._handle(frames[0].bytes, [f.buffer for f in frames[1:]])
+
+    def _handle(self, identity: bytes, frames: list) -> int:
+        """Handles one message; returns the envs it added to the waiting batch."""
+        size = sum(memoryview(f).nbytes for f in frames)
+        if size > self._max_bytes:
+            return self._refuse(identity, -1, "too_large", f"message of {size} bytes exceeds {self._max_bytes}")
+        try:
+            msg = decode(frames)
+        except ProtocolError as e:
+            return self._refuse(identity, -1, e.code, str(e))
+        if self._stop_reason is not None and not isinstance(msg, Chunk):
+            self._send(identity, Stop(self._stop_reason))
+            return 0
+        if isinstance(msg, Hello):
+            return self._hello(identity, msg)
+        if isinstance(msg, InferenceRequest):
+            problem = self._check_request(msg)
+            if problem:
+                return self._refuse(identity, msg.seq, *problem)
+            self._waiting.append((identity, msg, time.perf_counter()))
+            return msg.obs[0].shape[0]
+        if isinstance(msg, Chunk):
+            problem = self._check_chunk(msg)
+            if problem:
+                return self._refuse(identity, msg.seq, *problem)
+            if self._on_chunk(msg):
+                self.stats.chunks += 1
+                self._send(identity, Ack(msg.seq))
+            return 0
+        return self._refuse(identity, -1, "bad_type", f"{type(msg).__name__} is not a request")
+
+    def _hello(self, identity: bytes, msg: Hello) -> int:
+        if not isinstance(msg.num_envs, int) or not 0 < msg.num_envs <= self._max_envs:
+            return self._refuse(identity, -1, "bad_envs", f"num_envs must be 1..{self._max_envs}, got {msg.num_envs}")
+        old = self._explorers.get(msg.explorer_id)
+        if old is not None and old.run_id != msg.run_id:
+            self.stats.restarts += 1
+            log.info("explorer %s restarted (run %s -> %s): dropping its old state", msg.explorer_id,
+                     old.run_id, msg.run_id)
+            self._waiting = deque(w for w in self._waiting if w[1].explorer_id != msg.explorer_id)
+        self._explorers[msg.explorer_id] = _Explorer(msg.run_id, msg.num_envs, self._noise_factory(msg.num_envs))
+        self._send(identity, Welcome(self._spec_json))
+        return 0
+
+    def _check_request(self, msg: InferenceRequest) -> tuple[str, str] | None:
+        state = self._explorers.get(msg.explorer_id)
+        if state is None or state.run_id != msg.run_id:
+            return "unknown_explorer", f"explorer {msg.explorer_id!r} run {msg.run_id!r} did not say hello"
+        e, n = state.num_envs, len(self._obs_dims)
+        if len(msg.obs) != n:
+            return "bad_shape", f"{len(msg.obs)} observation arrays for {n} agents"
+        for i, (o, d) in enumerate(zip(msg.obs, self._obs_dims)):
+            if o.dtype != np.float32 or o.shape != (e, d):
+                return "bad_shape", f"obs of agent {i}: {o.dtype}{list(o.shape)}, expected float32[{e}, {d}]"
+        if msg.reward.dtype != np.float32 or msg.reward.shape != (e, n):
+            return "bad_shape", f"reward: {msg.reward.dtype}{list(msg.reward.shape)}, expected float32[{e}, {n}]"
+        if msg.done.dtype != np.bool_ or msg.done.shape != (e,):
+            return "bad_shape", f"done: {msg.done.dtype}{list(msg.done.shape)}, expected bool[{e}]"
+        state.last_seen = time.monotonic()
+        return None
+
+    def _check_chunk(self, msg: Chunk) -> tuple[str, str] | None:
+        state = self._explorers.get(msg.explorer_id)
+        if state is None or state.run_id != msg.run_id:
+            return "stale_run", f"chunk from explorer {msg.explorer_id!r} run {msg.run_id!r}, which is not current"
+        t, n = msg.transitions, len(self._obs_dims)
+        rows = t.reward.shape[0] if t.reward.ndim == 2 else -1
+        expected = ([(rows, d) for d in self._obs_dims] + [(rows, a) for a in self._act_dims] + [(rows, n)]
+                    + [(rows, d) for d in self._obs_dims] + [(rows, n)])
+        got = [*t.obs, *t.action, t.reward, *t.next_obs, t.done]
+        if len(got) != len(expected) or any(a.shape != s or a.dtype != np.float32 for a, s in zip(got, expected)):
+            return "bad_shape", "chunk arrays do not match the agents' observation and action sizes"
+        k = msg.episode_lengths.shape[0] if msg.episode_lengths.ndim == 1 else -1
+        if msg.episode_rewards.shape != (k, n) or msg.episode_lengths.dtype != np.int32:
+            return "bad_shape", "episode_rewards must be float32[K, N] and episode_lengths int32[K]"
+        return None
+
+    # ------------------------------------------------------------ inference
+    def _serve_waiting(self) -> None:
+        if not self._waiting:
+            return
+        envs = sum(r.obs[0].shape[0] for _, r, _ in self._waiting)
+        if not self._may_collect(envs, sum(e.num_envs for e in self._explorers.values())):
+            return  # the trainer is behind: hold the replies, the explorers wait
+        batch = list(self._waiting)
+        self._waiting.clear()
+        obs = [np.concatenate([r.obs[i] for _, r, _ in batch]) for i in range(len(self._obs_dims))]
+        noise = self._batch_noise(batch)
+        actions = self._act(obs, noise)
+        start = 0
+        now = time.perf_counter()
+        for identity, req, t0 in batch:
+            e = req.obs[0].shape[0]
+            self._send(identity, InferenceReply(req.seq, [a[start:start + e] for a in actions]))
+            start += e
+            self.stats.latencies_s.append(now - t0)
+        self.stats.requests += len(batch)
+        self.stats.batches += 1
+        self.stats.envs_served += envs
+        self.stats.batch_sizes.append(envs)
+
+    def _batch_noise(self, batch) -> list[np.ndarray | None]:
+        per_agent: list[list[np.ndarray] | None] = [[] for _ in self._obs_dims]
+        for _, req, _ in batch:
+            state = self._explorers[req.explorer_id]
+            for i, process in enumerate(state.noise):
+                if process is None:
+                    per_agent[i] = None
+                    continue
+                process.reset(req.done)  # a new episode starts its noise afresh
+                per_agent[i].append(process())
+        return [None if p is None else np.concatenate(p) for p in per_agent]
+
+    def _refuse(self, identity: bytes, seq: int, code: str, message: str) -> int:
+        self.stats.errors[code] += 1
+        log.warning("refused a message: %s: %s", code, message)
+        self._send(identity, Error(seq, code, message))
+        return 0
+
+    def _send(self, identity: bytes, msg) -> None:
+        try:
+            self._sock.send_multipart([identity, *encode(msg)], zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # the explorer's queue is full (a slow client): drop, it will resend
+            self.stats.errors["slow_client"] += 1

@@ -1,0 +1,103 @@
+"""The explorer process: steps E envs, asks the learner for actions, sends transition chunks.
+
+It imports no TensorFlow: the actions come from the learner, and turning them into env actions is numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+import numpy as np
+
+from maddpg.algo.heads import make_heads, to_env
+from maddpg.envs.mpe import make_env
+from maddpg.episodes import EpisodeTracker
+from maddpg.runspec import RunSpec
+from maddpg.transport.client import InferenceClient, StopRun
+from maddpg.types import Transition
+
+log = logging.getLogger(__name__)
+
+
+class ChunkBuilder:
+    """Collects T steps of E envs and emits them as one chunk of T*E transitions (preallocated arrays)."""
+
+    def __init__(self, steps: int, num_envs: int, obs_dims: list[int], act_dims: list[int]):
+        self.steps, self.num_envs, self._t = steps, num_envs, 0
+        n = len(obs_dims)
+        self._obs = [np.zeros((steps, num_envs, d), np.float32) for d in obs_dims]
+        self._next = [np.zeros((steps, num_envs, d), np.float32) for d in obs_dims]
+        self._act = [np.zeros((steps, num_envs, a), np.float32) for a in act_dims]
+        self._rew = np.zeros((steps, num_envs, n), np.float32)
+        self._done = np.zeros((steps, num_envs, n), np.float32)
+
+    def add(self, obs, actions, reward, next_obs, terminated) -> bool:
+        """Adds one step; returns True when the chunk is full."""
+        t = self._t
+        for dst, src in zip(self._obs, obs):
+            dst[t] = src
+        for dst, src in zip(self._act, actions):
+            dst[t] = src
+        for dst, src in zip(self._next, next_obs):
+            dst[t] = src
+        self._rew[t] = reward
+        self._done[t] = terminated[:, None]
+        self._t += 1
+        return self._t == self.steps
+
+    def take(self) -> Transition:
+        rows = self._t * self.num_envs
+        t = self._t
+
+        def flat(x):
+            return x[:t].reshape(rows, -1).copy()
+
+        self._t = 0
+        return Transition([flat(o) for o in self._obs], [flat(a) for a in self._act], flat(self._rew),
+                          [flat(o) for o in self._next], flat(self._done))
+
+
+def run_explorer(learner: str, explorer_id: str, num_envs: int, *, seed: int | None = None,
+                 request_timeout: float = 30.0, give_up_after: float = 120.0) -> int:
+    """Explores until the learner ends the run; returns the env steps taken.
+
+    Raises:
+      TransportError: the learner was unreachable for `give_up_after` seconds or refused the explorer.
+    """
+    client = InferenceClient(learner, explorer_id, num_envs, request_timeout=request_timeout,
+                             give_up_after=give_up_after)
+    spec = RunSpec.model_validate_json(client.connect())
+    env = make_env(spec, num_envs=num_envs)
+    heads = make_heads(env.spec, spec.resolved_action_dist)
+    builder = ChunkBuilder(spec.chunk_len, num_envs, env.spec.obs_dims, [h.action_dim for h in heads])
+    tracker = EpisodeTracker(num_envs, env.spec.num_agents)
+    finished = []
+    if seed is None:  # distinct, reproducible streams per explorer name
+        seed = spec.seed + 1 + zlib.crc32(explorer_id.encode()) % 1_000_000
+    obs = env.reset(seed=seed)
+    reward = np.zeros((num_envs, env.spec.num_agents), np.float32)
+    done = np.ones(num_envs, bool)  # every env starts an episode
+    steps = 0
+    log.info("explorer %s (run %s): %d envs of %s, learner %s", explorer_id, client.run_id, num_envs,
+             spec.scenario, learner)
+    try:
+        while True:
+            actions = client.infer(obs, reward, done)
+            step = env.step([to_env(h, a) for h, a in zip(heads, actions)])
+            ended = step.terminated | step.truncated
+            finished.extend(tracker.add(step.reward, ended))
+            steps += num_envs
+            if builder.add(obs, actions, step.reward, step.next_obs, step.terminated):
+                rewards = np.array([e.per_agent for e in finished], np.float32).reshape(-1, env.spec.num_agents)
+                lengths = np.array([e.length for e in finished], np.int32)
+                client.send_chunk({"transitions": builder.take(), "episode_rewards": rewards,
+                                   "episode_lengths": lengths})
+                finished = []
+            obs, reward, done = step.obs, step.reward, ended
+    except StopRun as stop:
+        log.info("explorer %s: %s after %d env steps", explorer_id, stop, steps)
+    finally:
+        client.close()
+        env.close()
+    return steps

@@ -1,0 +1,118 @@
+"""The learner process: the inference server (its own thread) and the trainer (main thread) sharing one agent.
+
+The server answers explorers with the newest actors (a numpy copy swapped in after every update); the trainer
+moves chunks from the replay queue into the buffer and runs updates at the run spec's ratio. Collection is
+paced: the server holds replies while the trainer is behind, so explorers never starve it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from maddpg.agent import MADDPGAgent
+from maddpg.algo.exploration import make_noise
+from maddpg.algo.learning import configure_threads
+from maddpg.envs.mpe import make_env
+from maddpg.episodes import Episode
+from maddpg.local import restore_into
+from maddpg.replay.queue import LocalQueue
+from maddpg.runfolder import RunFolder
+from maddpg.runspec import RunSpec
+from maddpg.tracking import RunTracker, TrainResult
+from maddpg.transport.server import InferenceServer
+
+log = logging.getLogger(__name__)
+
+
+class Pacer:
+    """Decides whether explorers may take more env steps.
+
+    Explorers may run ahead of what the trainer has inserted by at most two chunks of every registered env,
+    and not at all while more than `max_pending` updates are due but not run.
+    """
+
+    def __init__(self, agent: MADDPGAgent, chunk_len: int, max_pending: int = 2):
+        self._agent, self._chunk_len, self._max_pending = agent, chunk_len, max_pending
+        self.served_steps = 0
+        self.held = 0
+
+    def may_collect(self, envs: int, registered_envs: int) -> bool:
+        ahead = self.served_steps - self._agent.env_steps
+        if self._agent.pending_updates > self._max_pending or ahead > 2 * self._chunk_len * registered_envs:
+            self.held += 1
+            return False
+        self.served_steps += envs
+        return True
+
+
+def build_env_spec(spec: RunSpec):
+    env = make_env(spec, num_envs=1)
+    env.close()
+    return env.spec
+
+
+class Learner:
+    """Wires the agent, the replay queue, the inference server and the run folder of one run.
+
+    Args:
+      spec: the run spec. run_dir: the run folder. bind: the ZeroMQ address explorers connect to.
+      max_batch, max_wait: inference batching (see InferenceServer).
+    """
+
+    def __init__(self, spec: RunSpec, run_dir: Path, bind: str, *, max_batch: int = 1024,
+                 max_wait: float = 0.0005):
+        configure_threads(spec.tf_threads)
+        self.spec = spec
+        env_spec = build_env_spec(spec)
+        self.agent = MADDPGAgent(spec, env_spec, num_envs=1)
+        self._episodes0, resume = restore_into(self.agent, spec, run_dir)
+        self.run = RunFolder(run_dir, spec, env_spec, resume=resume)
+        self.queue = LocalQueue()
+        self.pacer = Pacer(self.agent, spec.chunk_len)
+        heads = self.agent.heads
+        noise_rng = np.random.default_rng(spec.seed + 17)
+        self.server = InferenceServer(
+            bind, env_spec, spec.to_json(), self._act,
+            lambda e: [make_noise(spec.exploration, (e, h.action_dim), spec.exploration_sigma, spec.ou_theta,
+                                  noise_rng) for h in heads],
+            [h.action_dim for h in heads], self.queue.put, self.pacer.may_collect, max_batch=max_batch,
+            max_wait=max_wait)
+        self.address = self.server.address
+        self._stop_serving = threading.Event()
+        self._thread = threading.Thread(target=self.server.serve, args=(self._stop_serving,), daemon=True,
+                                        name="inference")
+
+    def _act(self, obs: list[np.ndarray], noise: list[np.ndarray | None]) -> list[np.ndarray]:
+        if self.pacer.served_steps <= self.spec.warmup_steps:
+            return self.agent.policy.uniform(obs[0].shape[0])
+        return self.agent.policy.act(obs, noise=noise)
+
+    def train(self, progress: bool = True) -> TrainResult:
+        """Serves and trains until `num_episodes` episodes ended (or Ctrl-C); writes the run folder."""
+        tracker = RunTracker(self.run, self.agent, self._episodes0, progress, f"learner {self.spec.scenario}")
+        self._thread.start()
+        interrupted = False
+        try:
+            while not tracker.done:
+                items = self.queue.get(max_chunks=64, timeout=0.05)
+                for _, chunk in items:
+                    self.agent.insert(chunk.transitions)
+                    for rewards, length in zip(chunk.episode_rewards, chunk.episode_lengths):
+                        if not tracker.done:
+                            tracker.record(Episode(float(rewards.sum()), rewards.astype(np.float64), int(length)))
+                self.queue.ack([token for token, _ in items])
+                self.agent.update()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            self.server.stop_explorers("the run is over")
+            result = tracker.finish(interrupted)
+            time.sleep(0.3)  # the server answers the explorers still waiting with Stop
+            self._stop_serving.set()
+            self._thread.join(timeout=5)
+        return result
