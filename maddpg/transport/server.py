@@ -211,11 +211,17 @@ class InferenceServer:
     def _serve_waiting(self) -> None:
         if not self._waiting:
             return
-        envs = sum(r.obs[0].shape[0] for _, r, _ in self._waiting)
+        batch, envs = [], 0
+        for item in self._waiting:  # a prefix of at most max_batch envs (at least one request)
+            e = item[1].obs[0].shape[0]
+            if batch and envs + e > self._max_batch:
+                break
+            batch.append(item)
+            envs += e
         if not self._may_collect(envs, sum(e.num_envs for e in self._explorers.values())):
             return  # the trainer is behind: hold the replies, the explorers wait
-        batch = list(self._waiting)
-        self._waiting.clear()
+        for _ in batch:
+            self._waiting.popleft()
         obs = [np.concatenate([r.obs[i] for _, r, _ in batch]) for i in range(len(self._obs_dims))]
         noise = self._batch_noise(batch)
         actions = self._act(obs, noise)

@@ -1,0 +1,227 @@
+"""The batching server and the client over real ZeroMQ sockets (ipc:// and tcp://), in threads."""
+
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from maddpg.envs.spaces import AgentSpec, EnvSpec
+from maddpg.replay.queue import LocalQueue
+from maddpg.transport.client import InferenceClient, StopRun, TransportError
+from maddpg.transport.codec import decode, encode
+from maddpg.transport.server import InferenceServer
+from maddpg.types import Error, Hello, InferenceRequest, Transition, Welcome
+
+OBS_DIMS, ACT_DIMS = (3, 5), (2, 4)
+ENV_SPEC = EnvSpec("test", (AgentSpec("a", 3, "discrete", 2, (2,)), AgentSpec("b", 5, "discrete", 4, (4,))))
+
+
+def echo_act(obs, noise):
+    """Actions that carry the observation's first value: a reply shows whose request it answered."""
+    return [np.repeat(o[:, :1], a, axis=1) for o, a in zip(obs, ACT_DIMS)]
+
+
+class Served:
+    def __init__(self, address, **kwargs):
+        self.queue = LocalQueue()
+        self.allow = threading.Event()
+        self.allow.set()
+        self.server = InferenceServer(address, ENV_SPEC, '{"scenario": "test"}', echo_act,
+                                      lambda e: [None, None], list(ACT_DIMS), self.queue.put,
+                                      lambda envs, registered: self.allow.is_set(), **kwargs)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.server.serve, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def address(tmp_path):
+    return f"ipc://{tmp_path}/learner.sock"
+
+
+def _obs(value, e):
+    return [np.full((e, d), value, np.float32) for d in OBS_DIMS]
+
+
+def _client(address, name, e, **kwargs):
+    c = InferenceClient(address, name, e, **kwargs)
+    assert c.connect() == '{"scenario": "test"}'
+    return c
+
+
+def test_four_clients_get_their_own_actions_in_batches(address):
+    served = Served(address, max_batch=16, max_wait=0.002)
+    errors, clients = [], [_client(address, f"explorer-{k}", 8) for k in range(4)]
+
+    def explore(k, client):
+        try:
+            for round_ in range(30):
+                value = k + round_ / 100
+                actions = client.infer(_obs(value, 8), np.zeros((8, 2), np.float32), np.zeros(8, bool))
+                assert [a.shape for a in actions] == [(8, 2), (8, 4)]
+                assert np.allclose(actions[0], value) and np.allclose(actions[1], value)
+        except Exception as e:  # reported below: a thread cannot fail the test itself
+            errors.append(e)
+
+    threads = [threading.Thread(target=explore, args=(k, c)) for k, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    served.close()
+    assert not errors, errors
+    stats = served.server.stats
+    assert stats.requests == 120 and stats.envs_served == 960
+    assert max(stats.batch_sizes) <= 16  # max_batch honoured: two 8-env requests at most
+    assert stats.batches < 120  # requests were batched together
+
+
+def test_max_wait_bounds_how_long_a_lone_request_waits(address):
+    served = Served(address, max_batch=64, max_wait=0.05)
+    client = _client(address, "lonely", 2)
+    start = time.perf_counter()
+    for _ in range(5):
+        client.infer(_obs(1.0, 2), np.zeros((2, 2), np.float32), np.zeros(2, bool))
+    elapsed = time.perf_counter() - start
+    served.close()
+    assert 5 * 0.05 <= elapsed < 5 * 0.05 + 2.0  # each waited for company for max_wait, not more
+
+
+def test_chunks_reach_the_queue_and_are_acknowledged(address):
+    served = Served(address)
+    client = _client(address, "explorer-0", 2)
+    rows = 6
+    t = Transition([np.ones((rows, d), np.float32) for d in OBS_DIMS], [np.ones((rows, a), np.float32) for a in ACT_DIMS],
+                   np.ones((rows, 2), np.float32), [np.ones((rows, d), np.float32) for d in OBS_DIMS],
+                   np.zeros((rows, 2), np.float32))
+    seq = client.send_chunk({"transitions": t, "episode_rewards": np.ones((1, 2), np.float32),
+                             "episode_lengths": np.array([25], np.int32)})
+    client.infer(_obs(0.0, 2), np.zeros((2, 2), np.float32), np.zeros(2, bool))  # the Ack arrives before this reply
+    served.close()
+    assert seq in client.acked
+    [(_, chunk)] = served.queue.get(10, 0.1)
+    assert chunk.transitions.obs[1].shape == (rows, 5) and chunk.episode_lengths.tolist() == [25]
+
+
+def _raw(address, identity=b"raw"):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, identity)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    return sock
+
+
+def _ask(sock, frames):
+    sock.send_multipart(frames)
+    assert sock.poll(5000), "the server did not answer"
+    return decode(sock.recv_multipart())
+
+
+def test_malformed_messages_get_error_replies_and_the_server_keeps_serving(address):
+    served = Served(address, max_bytes=1 << 16)
+    good = _client(address, "good", 2)
+    raw = _raw(address)
+    request = InferenceRequest("good", good.run_id, 1, _obs(0.5, 2), np.zeros((2, 2), np.float32), np.zeros(2, bool))
+    frames = [bytes(f) for f in encode(request)]
+    header = msgpack.unpackb(frames[0])
+    cases = {
+        "bad_header": [b"\x00\xffnot msgpack"],
+        "bad_version": [msgpack.packb({**header, "v": 99}), *frames[1:]],
+        "bad_shape": [frames[0], frames[1][:8], *frames[2:]],
+        "bad_dtype": [msgpack.packb({**header, "a": [["<f8", [2, 3]]] + header["a"][1:]}), *frames[1:]],
+        "unknown_explorer": [bytes(f) for f in encode(request._replace(explorer_id="stranger"))],
+        "too_large": [frames[0], b"\x00" * (1 << 17), *frames[2:]],
+    }
+    for code, bad in cases.items():
+        reply = _ask(raw, bad)
+        assert isinstance(reply, Error) and reply.code == code, (code, reply)
+        actions = good.infer(_obs(0.25, 2), np.zeros((2, 2), np.float32), np.zeros(2, bool))
+        assert np.allclose(actions[0], 0.25)
+    # A request whose shapes do not match the explorer's envs or the agents.
+    wrong = request._replace(obs=[np.zeros((2, 4), np.float32), np.zeros((2, 5), np.float32)])
+    assert _ask(raw, [bytes(f) for f in encode(wrong)]).code == "bad_shape"
+    served.close()
+    assert served.server.stats.errors["bad_header"] == 1 and sum(served.server.stats.errors.values()) == 7
+
+
+def test_a_restarted_explorer_gets_a_fresh_state_and_its_old_chunks_are_refused(address):
+    served = Served(address)
+    old = _client(address, "explorer-0", 2)
+    old_run = old.run_id
+    old.close()
+    new = _client(address, "explorer-0", 2)  # same name, new life
+    assert new.run_id != old_run
+    raw = _raw(address)
+    t = Transition([np.ones((1, d), np.float32) for d in OBS_DIMS], [np.ones((1, a), np.float32) for a in ACT_DIMS],
+                   np.ones((1, 2), np.float32), [np.ones((1, d), np.float32) for d in OBS_DIMS],
+                   np.zeros((1, 2), np.float32))
+    from maddpg.types import Chunk
+    stale = Chunk("explorer-0", old_run, 3, t, np.zeros((0, 2), np.float32), np.zeros(0, np.int32))
+    assert _ask(raw, [bytes(f) for f in encode(stale)]).code == "stale_run"
+    served.close()
+    assert served.server.stats.restarts == 1 and served.queue.qsize() == 0
+
+
+def test_pacing_holds_replies_until_the_trainer_catches_up(address):
+    served = Served(address)
+    client = _client(address, "explorer-0", 2)
+    served.allow.clear()
+    result = []
+    thread = threading.Thread(target=lambda: result.append(
+        client.infer(_obs(1.0, 2), np.zeros((2, 2), np.float32), np.zeros(2, bool))))
+    thread.start()
+    time.sleep(0.3)
+    assert not result  # held
+    served.allow.set()
+    thread.join(5)
+    served.close()
+    assert result and np.allclose(result[0][0], 1.0)
+
+
+def test_a_slow_client_does_not_stop_the_server(address):
+    served = Served(address)
+    good = _client(address, "good", 2)
+    slow = _raw(address, b"slow")
+    slow.setsockopt(zmq.RCVHWM, 1)
+    assert isinstance(_ask(slow, [bytes(f) for f in encode(Hello("slow", "r", 2))]), Welcome)
+    request = InferenceRequest("slow", "r", 1, _obs(0.0, 2), np.zeros((2, 2), np.float32), np.zeros(2, bool))
+    for _ in range(2000):  # never reads its replies
+        slow.send_multipart([bytes(f) for f in encode(request)])
+    for k in range(20):
+        assert np.allclose(good.infer(_obs(k, 2), np.zeros((2, 2), np.float32), np.zeros(2, bool))[0], k)
+    served.close()
+
+
+def test_stop_ends_the_explorers_loop(address):
+    served = Served(address)
+    client = _client(address, "explorer-0", 2)
+    served.server.stop_explorers("the run is over")
+    with pytest.raises(StopRun, match="the run is over"):
+        client.infer(_obs(1.0, 2), np.zeros((2, 2), np.float32), np.zeros(2, bool))
+    served.close()
+
+
+def test_a_client_reconnects_to_a_restarted_server_and_gives_up_without_one():
+    with zmq.Context.instance().socket(zmq.REP) as probe:
+        port = probe.bind_to_random_port("tcp://127.0.0.1")
+    address = f"tcp://127.0.0.1:{port}"
+    served = Served(address)
+    client = _client(address, "explorer-0", 2, request_timeout=0.5, give_up_after=3.0)
+    served.close()  # the learner dies...
+    time.sleep(0.2)
+    revived = Served(address)  # ...and comes back knowing nothing of this explorer
+    actions = client.infer(_obs(2.0, 2), np.zeros((2, 2), np.float32), np.zeros(2, bool))
+    assert np.allclose(actions[0], 2.0)
+    assert revived.server.explorers == {"explorer-0": client.run_id}
+    revived.close()
+    start = time.monotonic()
+    with pytest.raises(TransportError, match="did not answer"):
+        client.infer(_obs(2.0, 2), np.zeros((2, 2), np.float32), np.zeros(2, bool))
+    assert time.monotonic() - start < 10
