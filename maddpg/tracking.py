@@ -3,6 +3,8 @@ bar, and the final checkpoint and plot."""
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -67,7 +69,13 @@ class RunTracker:
                                   updates=self.agent.updates, refresh=False)
 
     def finish(self, interrupted: bool) -> TrainResult:
-        """Saves a last checkpoint (unless the newest covers every episode), plots, closes the folder."""
+        """Saves a last checkpoint (unless the newest covers every episode), plots, closes the folder.
+
+        A second Ctrl-C (a terminal signals every process of the group, a launcher may forward one more)
+        is ignored from here on, so the last checkpoint is always written whole.
+        """
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         self._bar.close()
         if self.episodes and (self._saved is None or self._saved[1] != self.episodes):
             self._save()
