@@ -7,6 +7,8 @@ scenario ?= simple_spread
 num_agent ?=
 episodes ?= 60000
 seed ?= 0
+explorers ?= 2
+envs ?= 16
 run_dir ?= runs/$(scenario)
 args ?=
 
@@ -20,9 +22,10 @@ install: ## create .venv and install maddpg with its test tools
 test: ## run the whole test suite
 	$(BIN)/pytest -q
 
-run: ## train: make run scenario=simple_spread num_agent=3 [episodes=60000 seed=0 run_dir=runs/x args="..."]
+run: ## train: make run scenario=simple_spread num_agent=3 [episodes=60000 seed=0 explorers=2 envs=16 run_dir=runs/x args="..."]
 	$(BIN)/maddpg train --scenario $(scenario) $(if $(num_agent),--num-agents $(num_agent)) \
-		--num-episodes $(episodes) --seed $(seed) --run-dir $(run_dir) $(args)
+		--num-episodes $(episodes) --seed $(seed) --explorers $(explorers) --envs-per-explorer $(envs) \
+		--run-dir $(run_dir) $(args)
 
 evaluate: ## evaluate the policy of run_dir
 	$(BIN)/maddpg evaluate $(run_dir) --episodes 100
