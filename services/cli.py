@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a benchmark suite (JSON and a markdown table)",
                        description="Benchmarks measure the project beside its baseline in the same run.")
-    p.add_argument("suite", choices=["all", "loop", "update", "env"],
+    p.add_argument("suite", choices=["all", "loop", "update", "env", "inference", "e2e"],
                    help="loop: single-process training loop; update: one all-agent update; env: batched engine")
     p.add_argument("--quick", action="store_true", help="short timings, under a minute per suite")
     p.add_argument("--out", type=Path, default=None, help="JSON file for one suite's results")
