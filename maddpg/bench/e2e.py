@@ -1,0 +1,151 @@
+"""Suite `e2e`: env steps/s and updates/s of a whole local distributed run (1 learner + 2 explorer processes,
+batched engine, one update per 100 env steps) beside the single-process loop (one mpe2 env, per-step
+inference), both on simple_spread, in one bench run (DESIGN.md section 7).
+
+The distributed run is started with `maddpg.launch.LocalRun` (the console script, as `maddpg train --explorers
+2`) and stopped with Ctrl-C after a fixed time; its rates come from the run folder's rewards.csv (env_steps,
+updates, wall_time_s per finished episode) over the steady state: from `warm_s` seconds after the first update
+(XLA compilation and process start-up excluded) to the last episode recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from maddpg.bench.harness import Result, interleaved, write
+from maddpg.launch import LocalRun
+from maddpg.runspec import RunSpec
+
+# Updates start once the buffer holds one batch instead of batch * episode length, so that the steady state of
+# the original schedule is reached at once (an update's cost does not depend on how full the buffer is).
+LEARNING_STARTS = 1024
+
+
+def _spec(n: int, **fields) -> RunSpec:
+    return RunSpec(scenario="simple_spread", num_agents=n, learning_starts=LEARNING_STARTS, num_episodes=10**9,
+                   **fields)
+
+
+def _read_rows(path: Path) -> np.ndarray:
+    """(wall_time_s, env_steps, updates) per recorded episode."""
+    if not path.exists():
+        return np.zeros((0, 3))
+    with open(path, newline="") as f:
+        rows = [(float(r["wall_time_s"]), int(r["env_steps"]), int(r["updates"])) for r in csv.DictReader(f)
+                if r.get("updates")]
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def steady_rates(rows: np.ndarray, warm_s: float) -> tuple[float, float, float]:
+    """Env steps/s, updates/s and the window's length in seconds, from `warm_s` after the first update."""
+    updating = rows[rows[:, 2] > 0]
+    if len(updating) < 2:
+        return float("nan"), float("nan"), 0.0
+    window = updating[updating[:, 0] >= updating[0, 0] + warm_s]
+    if len(window) < 2 or window[-1, 0] - window[0, 0] <= 0:
+        window = updating
+    seconds = window[-1, 0] - window[0, 0]
+    if seconds <= 0:
+        return float("nan"), float("nan"), 0.0
+    return (window[-1, 1] - window[0, 1]) / seconds, (window[-1, 2] - window[0, 2]) / seconds, seconds
+
+
+def _distributed(n: int, seconds: float, warm_s: float, start_limit: float, work: Path):
+    """Runs 1 learner + 2 explorers for `seconds` of steady state; returns (env steps/s, updates/s, window s)."""
+    spec = _spec(n, explorers=2, envs_per_explorer=16, engine="batched")
+    run_dir = Path(tempfile.mkdtemp(prefix=f"e2e-n{n}-", dir=work))
+    run = LocalRun(spec, run_dir, quiet=True)
+    csv_path = run_dir / "rewards.csv"
+    run.start()
+    try:
+        deadline = time.monotonic() + start_limit
+        while time.monotonic() < deadline:  # until updates run (processes started, update compiled)
+            rows = _read_rows(csv_path)
+            if len(rows) and rows[-1, 2] > 0:
+                break
+            if run.learner.poll() is not None:
+                raise RuntimeError(f"the learner exited with {run.learner.returncode} before training")
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"no update within {start_limit:.0f} s of starting the distributed run")
+        time.sleep(warm_s + seconds)
+    finally:
+        if run.learner.poll() is None:
+            run.learner.send_signal(signal.SIGINT)  # as Ctrl-C: the learner stops explorers and checkpoints
+        run.wait()
+    return steady_rates(_read_rows(csv_path), warm_s)
+
+
+def _single_process_loop(n: int):
+    """The core's loop on one mpe2 env, filled with one batch and its update compiled; returns a timer."""
+    from maddpg.agent import MADDPGAgent
+    from maddpg.envs.mpe import make_env
+    from maddpg.local import Loop
+
+    spec = _spec(n, engine="mpe2")
+    env = make_env(spec)
+    agent = MADDPGAgent(spec, env.spec, env.num_envs)
+    loop = Loop(env, agent, spec.seed)
+    while agent.updates < 2:
+        loop.step()
+
+    def measure(seconds: float) -> tuple[float, float]:
+        steps, updates, start = agent.env_steps, agent.updates, time.perf_counter()
+        while time.perf_counter() - start < seconds or agent.updates == updates:
+            loop.step()
+        elapsed = time.perf_counter() - start
+        return (agent.env_steps - steps) / elapsed, (agent.updates - updates) / elapsed
+
+    return measure
+
+
+def _case(n: int, rounds: int, loop_s: float, dist_s: float, warm_s: float, work: Path) -> list[Result]:
+    loop = _single_process_loop(n)
+    samples: dict[str, list[tuple[float, float]]] = {"loop": [], "dist": []}
+    windows: list[float] = []
+
+    def run_loop() -> float:
+        samples["loop"].append(loop(loop_s))
+        return samples["loop"][-1][0]
+
+    def run_dist() -> float:
+        steps, updates, window = _distributed(n, dist_s, warm_s, start_limit=120.0, work=work)
+        samples["dist"].append((steps, updates))
+        windows.append(window)
+        return steps
+
+    interleaved({"loop": run_loop, "dist": run_dist}, rounds)  # A B A B ...
+    loop_steps, loop_updates = (statistics.median(x) for x in zip(*samples["loop"]))
+    dist_steps, dist_updates = (statistics.median(x) for x in zip(*samples["dist"]))
+    case = f"simple_spread N={n}"
+    where = (f"1 learner + 2 explorers x 16 envs (batched engine), rewards.csv over a {statistics.median(windows):.0f} s"
+             f" steady-state window; baseline: single-process loop, 1 mpe2 env, per-step inference")
+    return [
+        Result(f"{case} distributed", "env_steps_per_s", dist_steps, "steps/s", loop_steps, note=where),
+        Result(f"{case} distributed", "updates_per_s", dist_updates, "updates/s", loop_updates,
+               note="one all-agent update (batch 1024) per 100 env steps in both"),
+        Result(f"{case} single-process loop", "env_steps_per_s", loop_steps, "steps/s",
+               note="maddpg.local.Loop on one mpe2 env (the core's loop)"),
+        Result(f"{case} single-process loop", "updates_per_s", loop_updates, "updates/s"),
+    ]
+
+
+def run(quick: bool = False, out: Path | None = None) -> dict:
+    from maddpg.algo.learning import configure_threads
+
+    configure_threads(1)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="maddpg-bench-e2e-") as tmp:
+        if quick:
+            results += _case(3, rounds=1, loop_s=3.0, dist_s=8.0, warm_s=2.0, work=Path(tmp))
+        else:
+            results += _case(3, rounds=2, loop_s=8.0, dist_s=30.0, warm_s=5.0, work=Path(tmp))
+            results += _case(20, rounds=1, loop_s=10.0, dist_s=30.0, warm_s=5.0, work=Path(tmp))
+    return write("e2e", results, out)
