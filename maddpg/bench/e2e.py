@@ -84,7 +84,10 @@ def _distributed(n: int, seconds: float, warm_s: float, start_limit: float, work
 
 
 def _single_process_loop(n: int):
-    """The core's loop on one mpe2 env, filled with one batch and its update compiled; returns a timer."""
+    """The core's loop on one mpe2 env, filled with one batch and its update compiled.
+
+    Returns a timer of the loop ((env steps/s, updates/s) over some seconds) and a timer of the update alone.
+    """
     from maddpg.agent import MADDPGAgent
     from maddpg.envs.mpe import make_env
     from maddpg.local import Loop
@@ -103,11 +106,19 @@ def _single_process_loop(n: int):
         elapsed = time.perf_counter() - start
         return (agent.env_steps - steps) / elapsed, (agent.updates - updates) / elapsed
 
-    return measure
+    def update_alone(seconds: float) -> float:
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or done < 2:
+            agent.learn_once()  # sample, gather and the compiled update, as the learner's trainer runs it
+            done += 1
+        return done / (time.perf_counter() - start)
+
+    return measure, update_alone
 
 
-def _case(n: int, rounds: int, loop_s: float, dist_s: float, warm_s: float, work: Path) -> list[Result]:
-    loop = _single_process_loop(n)
+def _case(n: int, rounds: int, loop_s: float, dist_s: float, warm_s: float, work: Path,
+          start_limit: float = 120.0) -> list[Result]:
+    loop, update_alone = _single_process_loop(n)
     samples: dict[str, list[tuple[float, float]]] = {"loop": [], "dist": []}
     windows: list[float] = []
 
@@ -116,17 +127,19 @@ def _case(n: int, rounds: int, loop_s: float, dist_s: float, warm_s: float, work
         return samples["loop"][-1][0]
 
     def run_dist() -> float:
-        steps, updates, window = _distributed(n, dist_s, warm_s, start_limit=120.0, work=work)
+        steps, updates, window = _distributed(n, dist_s, warm_s, start_limit, work)
         samples["dist"].append((steps, updates))
         windows.append(window)
         return steps
 
     interleaved({"loop": run_loop, "dist": run_dist}, rounds)  # A B A B ...
+    alone = update_alone(loop_s / 2)
     loop_steps, loop_updates = (statistics.median(x) for x in zip(*samples["loop"]))
     dist_steps, dist_updates = (statistics.median(x) for x in zip(*samples["dist"]))
     case = f"simple_spread N={n}"
-    where = (f"1 learner + 2 explorers x 16 envs (batched engine), rewards.csv over a {statistics.median(windows):.0f} s"
-             f" steady-state window; baseline: single-process loop, 1 mpe2 env, per-step inference")
+    window = statistics.median(windows)
+    where = (f"1 learner + 2 explorers x 16 envs (batched engine), rewards.csv over a {window:.0f} s steady-state "
+             "window; baseline: single-process loop, 1 mpe2 env, per-step inference")
     return [
         Result(f"{case} distributed", "env_steps_per_s", dist_steps, "steps/s", loop_steps, note=where),
         Result(f"{case} distributed", "updates_per_s", dist_updates, "updates/s", loop_updates,
@@ -134,6 +147,10 @@ def _case(n: int, rounds: int, loop_s: float, dist_s: float, warm_s: float, work
         Result(f"{case} single-process loop", "env_steps_per_s", loop_steps, "steps/s",
                note="maddpg.local.Loop on one mpe2 env (the core's loop)"),
         Result(f"{case} single-process loop", "updates_per_s", loop_updates, "updates/s"),
+        Result(f"{case} update alone", "updates_per_s", alone, "updates/s",
+               note="MADDPGAgent.learn_once() back to back in one process (sampling, gather, XLA update on one "
+                    "TensorFlow thread): the trainer's ceiling, so the distributed run's env steps/s is at most "
+                    "100x this at the original ratio"),
     ]
 
 
@@ -146,6 +163,7 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
         if quick:
             results += _case(3, rounds=1, loop_s=3.0, dist_s=8.0, warm_s=2.0, work=Path(tmp))
         else:
-            results += _case(3, rounds=2, loop_s=8.0, dist_s=30.0, warm_s=5.0, work=Path(tmp))
-            results += _case(20, rounds=1, loop_s=10.0, dist_s=30.0, warm_s=5.0, work=Path(tmp))
+            results += _case(3, rounds=2, loop_s=6.0, dist_s=15.0, warm_s=3.0, work=Path(tmp))
+            # N=20: one update takes about a second and its XLA compilation about a minute (in each process).
+            results += _case(20, rounds=1, loop_s=8.0, dist_s=25.0, warm_s=3.0, work=Path(tmp), start_limit=200.0)
     return write("e2e", results, out)
