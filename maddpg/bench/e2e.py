@@ -37,9 +37,9 @@ def _read_rows(path: Path) -> np.ndarray:
     """(wall_time_s, env_steps, updates) per recorded episode."""
     if not path.exists():
         return np.zeros((0, 3))
-    with open(path, newline="") as f:
-        rows = [(float(r["wall_time_s"]), int(r["env_steps"]), int(r["updates"])) for r in csv.DictReader(f)
-                if r.get("updates")]
+    text = path.read_text()
+    lines = text.splitlines()[: text.count("\n")]  # a line still being written (the run is live) is left out
+    rows = [(float(r["wall_time_s"]), int(r["env_steps"]), int(r["updates"])) for r in csv.DictReader(lines)]
     return np.array(rows, dtype=np.float64).reshape(-1, 3)
 
 
@@ -54,7 +54,8 @@ def steady_rates(rows: np.ndarray, warm_s: float) -> tuple[float, float, float]:
     seconds = window[-1, 0] - window[0, 0]
     if seconds <= 0:
         return float("nan"), float("nan"), 0.0
-    return (window[-1, 1] - window[0, 1]) / seconds, (window[-1, 2] - window[0, 2]) / seconds, seconds
+    return (float((window[-1, 1] - window[0, 1]) / seconds), float((window[-1, 2] - window[0, 2]) / seconds),
+            float(seconds))
 
 
 def _distributed(n: int, seconds: float, warm_s: float, start_limit: float, work: Path):
@@ -133,7 +134,7 @@ def _case(n: int, rounds: int, loop_s: float, dist_s: float, warm_s: float, work
         return steps
 
     interleaved({"loop": run_loop, "dist": run_dist}, rounds)  # A B A B ...
-    alone = update_alone(loop_s / 2)
+    alone = update_alone(loop_s)
     loop_steps, loop_updates = (statistics.median(x) for x in zip(*samples["loop"]))
     dist_steps, dist_updates = (statistics.median(x) for x in zip(*samples["dist"]))
     case = f"simple_spread N={n}"
