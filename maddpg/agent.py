@@ -113,6 +113,14 @@ class MADDPGAgent:
             self.policy.set_weights(self.learner.actor_weights())
         return metrics
 
+    def warm_up(self) -> None:
+        """Compiles the update on zeros of the batch's shapes without changing any state."""
+        n, b = self.env_spec.num_agents, self.spec.batch_size
+        obs = [np.zeros((n, b, d), np.float32) for d in self.env_spec.obs_dims]
+        act = [np.zeros((n, b, h.action_dim), np.float32) for h in self.heads]
+        zeros = np.zeros((n, b), np.float32)
+        self.learner.warm_up(obs, act, zeros, obs, zeros)
+
     def learn_once(self) -> dict[str, np.ndarray]:
         """One update of all agents, each on its own uniformly sampled batch (as openai/maddpg)."""
         n, b = self.env_spec.num_agents, self.spec.batch_size

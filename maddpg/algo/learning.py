@@ -136,6 +136,17 @@ class MADDPGLearner:
         q_loss, p_loss, q = self._update(obs, act, rew, next_obs, done)
         return {"q_loss": q_loss.numpy(), "p_loss": p_loss.numpy(), "q": q.numpy()}
 
+    def warm_up(self, obs, act, rew, next_obs, done) -> None:
+        """Compiles the update on a batch of the right shapes and leaves every variable as it was.
+
+        The first XLA compile takes seconds (a minute at N=20); doing it before serving keeps explorers from
+        timing out on a learner that is compiling.
+        """
+        saved = {name: v.numpy() for name, v in self.variables().items()}
+        self.step(obs, act, rew, next_obs, done)
+        for name, v in self.variables().items():
+            v.assign(saved[name])
+
     def actor_weights(self) -> list[list[tuple[np.ndarray, np.ndarray]]]:
         """Numpy copies of the actors, for `maddpg.algo.policy.NumpyPolicy`."""
         return [a.numpy_weights() for a in self.actors]

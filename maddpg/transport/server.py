@@ -9,6 +9,7 @@ wrong shape is answered with an Error and counted; the server keeps serving.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -126,7 +127,8 @@ class InferenceServer:
                 if deadline is None:
                     deadline = time.perf_counter() + self._max_wait
                 remaining = deadline - time.perf_counter()
-                if not self._waiting or remaining <= 0 or not self._sock.poll(remaining * 1e3, zmq.POLLIN):
+                # zmq polls in whole milliseconds: round up, or a sub-millisecond max_wait would never wait.
+                if not self._waiting or remaining <= 0 or not self._sock.poll(math.ceil(remaining * 1e3), zmq.POLLIN):
                     return
                 continue
             envs += self._handle(frames[0].bytes, [f.buffer for f in frames[1:]])

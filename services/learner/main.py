@@ -94,6 +94,7 @@ class Learner:
 
     def train(self, progress: bool = True) -> TrainResult:
         """Serves and trains until `num_episodes` episodes ended (or Ctrl-C); writes the run folder."""
+        self.agent.warm_up()  # compile before serving: explorers would otherwise wait on the first update
         tracker = RunTracker(self.run, self.agent, self._episodes0, progress, f"learner {self.spec.scenario}")
         self._thread.start()
         interrupted = False

@@ -97,3 +97,16 @@ def test_targets_start_as_copies_of_the_online_networks():
         for (w, b), (tw, tb) in zip(_np(net), _np(target)):
             np.testing.assert_array_equal(w, tw)
     assert len(set(learner.variables())) == len(learner.variables())
+
+
+def test_warm_up_compiles_without_changing_any_state():
+    agents = (AgentSpec("a0", 3, "discrete", 5, (5,)), AgentSpec("a1", 2, "discrete", 5, (5,)))
+    heads = [H.make_head(a, "soft_categorical") for a in agents]
+    learner = MADDPGLearner(EnvSpec("t", agents), heads, ["maddpg", "maddpg"], num_units=4, seed=0)
+    before = {k: v.numpy().copy() for k, v in learner.variables().items()}
+    obs = [np.ones((2, 8, d), np.float32) for d in (3, 2)]
+    act = [np.ones((2, 8, 5), np.float32)] * 2
+    learner.warm_up(obs, act, np.ones((2, 8), np.float32), obs, np.zeros((2, 8), np.float32))
+    for name, value in learner.variables().items():
+        np.testing.assert_array_equal(value.numpy(), before[name], err_msg=name)
+    assert learner._update.experimental_get_tracing_count() == 1
