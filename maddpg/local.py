@@ -55,17 +55,14 @@ def train(spec: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult
     tracker = RunTracker(RunFolder(run_dir, spec, env.spec, resume=resume), agent, episodes, progress,
                          f"train {spec.scenario}")
     loop = Loop(env, agent, spec.seed)
-    interrupted = False
     try:
-        while not tracker.done:
+        while not tracker.done:  # Ctrl-C sets tracker.stop: the loop ends and the run folder is written
             _, finished = loop.step()
             for episode in finished:
                 tracker.record(episode)
                 if tracker.done:
                     break
-    except KeyboardInterrupt:
-        interrupted = True
     finally:
-        result = tracker.finish(interrupted)
+        result = tracker.finish()
         env.close()
     return result

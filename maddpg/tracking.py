@@ -29,6 +29,23 @@ class TrainResult:
     checkpoint: Path | None
 
 
+class StopFlag:
+    """Turns the first SIGINT (Ctrl-C) or SIGTERM (Kubernetes) into a request to stop, checked by the loop.
+
+    Later signals change nothing, so the final checkpoint is always written whole even when a terminal
+    signals every process of the group and a launcher forwards one more.
+    """
+
+    def __init__(self):
+        self.requested = False
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+
 class RunTracker:
     """Records episodes of one run and saves the agent every `save_rate` episodes.
 
@@ -44,12 +61,14 @@ class RunTracker:
         self._start = time.perf_counter()
         self._steps0 = agent.env_steps
         self._saved: tuple[Path, int] | None = None
+        self.stop = StopFlag()
         self._bar = tqdm(total=self.spec.num_episodes, initial=episodes, unit="ep", disable=not progress,
                          dynamic_ncols=True, desc=desc)
 
     @property
     def done(self) -> bool:
-        return self.episodes >= self.spec.num_episodes
+        """All episodes are done, or a stop was requested."""
+        return self.episodes >= self.spec.num_episodes or self.stop.requested
 
     @property
     def mean_reward(self) -> float:
@@ -68,21 +87,15 @@ class RunTracker:
             self._bar.set_postfix(reward=f"{self.mean_reward:.2f}", steps_per_s=f"{rate:,.0f}",
                                   updates=self.agent.updates, refresh=False)
 
-    def finish(self, interrupted: bool) -> TrainResult:
-        """Saves a last checkpoint (unless the newest covers every episode), plots, closes the folder.
-
-        A second Ctrl-C (a terminal signals every process of the group, a launcher may forward one more)
-        is ignored from here on, so the last checkpoint is always written whole.
-        """
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    def finish(self) -> TrainResult:
+        """Saves a last checkpoint (unless the newest covers every episode), plots, closes the folder."""
         self._bar.close()
         if self.episodes and (self._saved is None or self._saved[1] != self.episodes):
             self._save()
         self.run.plot()
         self.run.close()
         return TrainResult(self.run.path, self.episodes, self.agent.env_steps, self.agent.updates,
-                           self.mean_reward, time.perf_counter() - self._start, interrupted,
+                           self.mean_reward, time.perf_counter() - self._start, self.stop.requested,
                            self._saved[0] if self._saved else None)
 
     def _save(self) -> None:

@@ -315,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # a spec that does not fit the scenario (e.g. an action_dist its spaces cannot take)
         print(f"maddpg {ns.role}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"maddpg {ns.role}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -94,12 +94,11 @@ class Learner:
 
     def train(self, progress: bool = True) -> TrainResult:
         """Serves and trains until `num_episodes` episodes ended (or Ctrl-C); writes the run folder."""
-        self.agent.warm_up()  # compile before serving: explorers would otherwise wait on the first update
         tracker = RunTracker(self.run, self.agent, self._episodes0, progress, f"learner {self.spec.scenario}")
+        self.agent.warm_up()  # compile before serving: explorers would otherwise wait on the first update
         self._thread.start()
-        interrupted = False
         try:
-            while not tracker.done:
+            while not tracker.done:  # Ctrl-C or SIGTERM sets tracker.stop
                 items = self.queue.get(max_chunks=64, timeout=0.05)
                 for _, chunk in items:
                     self.agent.insert(chunk.transitions)
@@ -108,11 +107,9 @@ class Learner:
                             tracker.record(Episode(float(rewards.sum()), rewards.astype(np.float64), int(length)))
                 self.queue.ack([token for token, _ in items])
                 self.agent.update()
-        except KeyboardInterrupt:
-            interrupted = True
         finally:
             self.server.stop_explorers("the run is over")
-            result = tracker.finish(interrupted)
+            result = tracker.finish()
             time.sleep(0.3)  # the server answers the explorers still waiting with Stop
             self._stop_serving.set()
             self._thread.join(timeout=5)
