@@ -121,3 +121,29 @@ def _build(cls, fields: dict, arrays: list[np.ndarray]):
     if arrays:
         raise ValueError(f"{cls.__name__} carries no arrays")
     return cls(**fields)
+
+
+def encode_blob(msg) -> bytes:
+    """One byte string holding a message's frames (for stores that take single values, e.g. Redis streams):
+    a little-endian uint32 frame count, one uint32 length per frame, then the frames."""
+    frames = [bytes(f) for f in encode(msg)]
+    lengths = np.array([len(frames), *map(len, frames)], "<u4").tobytes()
+    return lengths + b"".join(frames)
+
+
+def decode_blob(blob: bytes):
+    """The message in a blob of `encode_blob`; raises ProtocolError if it is cut or malformed."""
+    view = memoryview(blob)
+    if view.nbytes < 4:
+        raise ProtocolError("bad_blob", "blob shorter than its frame count")
+    count = int(np.frombuffer(view[:4], "<u4")[0])
+    if count > MAX_ARRAYS + 1 or view.nbytes < 4 * (count + 1):
+        raise ProtocolError("bad_blob", f"blob of {view.nbytes} bytes cannot hold {count} frames")
+    lengths = np.frombuffer(view[4:4 * (count + 1)], "<u4").astype(np.int64)
+    if 4 * (count + 1) + int(lengths.sum()) != view.nbytes:
+        raise ProtocolError("bad_blob", "frame lengths do not add up to the blob's size")
+    frames, offset = [], 4 * (count + 1)
+    for n in lengths:
+        frames.append(view[offset:offset + n])
+        offset += int(n)
+    return decode(frames)
