@@ -40,9 +40,13 @@ class Hello(NamedTuple):
 
 
 class Welcome(NamedTuple):
-    """The learner's answer to Hello: the run spec (JSON) every explorer of the run uses."""
+    """The learner's answer to Hello: the run spec (JSON) every explorer of the run uses, and where its
+    replay queue is ("local": chunks go to the learner over ZeroMQ; or a redis:// URL and the run id that
+    names the stream)."""
 
     spec_json: str
+    queue: str = "local"
+    run_id: str = ""
 
 
 class InferenceRequest(NamedTuple):

@@ -48,15 +48,14 @@ class InferenceClient:
         self._sock: zmq.Socket | None = None
         self._seq = 0
         self.acked: set[int] = set()
-        self.spec_json: str | None = None
+        self.welcome: Welcome | None = None
 
     # ------------------------------------------------------------ connection
     def connect(self) -> str:
         """Says hello and returns the run spec JSON from the learner's Welcome."""
         self._open()
-        reply = self._request(Hello(self.explorer_id, self.run_id, self.num_envs), want=Welcome, hello=False)
-        self.spec_json = reply.spec_json
-        return reply.spec_json
+        self.welcome = self._request(Hello(self.explorer_id, self.run_id, self.num_envs), want=Welcome, hello=False)
+        return self.welcome.spec_json
 
     def close(self) -> None:
         if self._sock is not None:

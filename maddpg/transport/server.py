@@ -67,12 +67,14 @@ class InferenceServer:
         False holds the replies (pacing).
       max_batch: most envs per inference batch. max_wait: seconds to wait for more requests.
       max_envs: most envs one explorer may own. max_bytes: largest accepted message.
+      queue, run_id: where explorers send chunks ("local" or a redis:// URL) and the run's id (see Welcome).
     """
 
     def __init__(self, bind: str, env_spec: EnvSpec, spec_json: str, act: ActFn, noise_factory: NoiseFactory,
                  act_dims: list[int], on_chunk: Callable[[Chunk], bool], may_collect: Callable[[int, int], bool],
                  *, max_batch: int = 1024, max_wait: float = 0.0005, max_envs: int = 4096,
-                 max_bytes: int = 64 << 20, context: zmq.Context | None = None):
+                 max_bytes: int = 64 << 20, queue: str = "local", run_id: str = "",
+                 context: zmq.Context | None = None):
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -80,7 +82,8 @@ class InferenceServer:
         self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting explorer takes its identity back
         self._sock.bind(bind)
         self.address = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._env_spec, self._spec_json = env_spec, spec_json
+        self._welcome = Welcome(spec_json, queue, run_id)
+        self._env_spec = env_spec
         self._obs_dims = env_spec.obs_dims
         self._act_dims = act_dims
         self._act, self._noise_factory = act, noise_factory
@@ -173,7 +176,7 @@ class InferenceServer:
                      old.run_id, msg.run_id)
             self._waiting = deque(w for w in self._waiting if w[1].explorer_id != msg.explorer_id)
         self._explorers[msg.explorer_id] = _Explorer(msg.run_id, msg.num_envs, self._noise_factory(msg.num_envs))
-        self._send(identity, Welcome(self._spec_json))
+        self._send(identity, self._welcome)
         return 0
 
     def _check_request(self, msg: InferenceRequest) -> tuple[str, str] | None:

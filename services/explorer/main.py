@@ -6,7 +6,9 @@ It imports no TensorFlow: the actions come from the learner, and turning them in
 from __future__ import annotations
 
 import logging
+import os
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -15,7 +17,7 @@ from maddpg.envs.mpe import make_env
 from maddpg.episodes import EpisodeTracker
 from maddpg.runspec import RunSpec
 from maddpg.transport.client import InferenceClient, StopRun
-from maddpg.types import Transition
+from maddpg.types import Chunk, Transition
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,22 @@ class ChunkBuilder:
                           [flat(o) for o in self._next], flat(self._done))
 
 
+def chunk_sink(client: InferenceClient, redis_url: str | None = None) -> Callable[[dict], None]:
+    """Where chunks go: over the ZeroMQ connection into the learner's local queue, or into the run's Redis
+    stream when the learner's Welcome names one (`redis_url`, e.g. from REDIS_URL, overrides its address)."""
+    welcome = client.welcome
+    if welcome is None or welcome.queue == "local":
+        return client.send_chunk
+    from maddpg.replay.redis_queue import RedisQueue
+
+    queue = RedisQueue(redis_url or welcome.queue, welcome.run_id)
+    seq = iter(range(1, 1 << 62))
+
+    def put(fields: dict) -> None:
+        queue.put(Chunk(client.explorer_id, client.run_id, next(seq), **fields))
+    return put
+
+
 def run_explorer(learner: str, explorer_id: str, num_envs: int, *, seed: int | None = None,
                  request_timeout: float = 30.0, give_up_after: float = 120.0) -> int:
     """Explores until the learner ends the run; returns the env steps taken.
@@ -68,6 +86,7 @@ def run_explorer(learner: str, explorer_id: str, num_envs: int, *, seed: int | N
     client = InferenceClient(learner, explorer_id, num_envs, request_timeout=request_timeout,
                              give_up_after=give_up_after)
     spec = RunSpec.model_validate_json(client.connect())
+    send_chunk = chunk_sink(client, os.environ.get("REDIS_URL"))
     env = make_env(spec, num_envs=num_envs)
     heads = make_heads(env.spec, spec.resolved_action_dist)
     builder = ChunkBuilder(spec.chunk_len, num_envs, env.spec.obs_dims, [h.action_dim for h in heads])
@@ -91,8 +110,8 @@ def run_explorer(learner: str, explorer_id: str, num_envs: int, *, seed: int | N
             if builder.add(obs, actions, step.reward, step.next_obs, step.terminated):
                 rewards = np.array([e.per_agent for e in finished], np.float32).reshape(-1, env.spec.num_agents)
                 lengths = np.array([e.length for e in finished], np.int32)
-                client.send_chunk({"transitions": builder.take(), "episode_rewards": rewards,
-                                   "episode_lengths": lengths})
+                send_chunk({"transitions": builder.take(), "episode_rewards": rewards,
+                            "episode_lengths": lengths})
                 finished = []
             obs, reward, done = step.obs, step.reward, ended
     except StopRun as stop:
