@@ -147,3 +147,18 @@ def decode_blob(blob: bytes):
         frames.append(view[offset:offset + n])
         offset += int(n)
     return decode(frames)
+
+
+def chunk_problem(msg: Chunk, obs_dims: list[int], act_dims: list[int]) -> str | None:
+    """Why a decoded chunk does not fit the agents' observation and action sizes, or None if it does."""
+    t, n = msg.transitions, len(obs_dims)
+    rows = t.reward.shape[0] if t.reward.ndim == 2 else -1
+    expected = ([(rows, d) for d in obs_dims] + [(rows, a) for a in act_dims] + [(rows, n)]
+                + [(rows, d) for d in obs_dims] + [(rows, n)])
+    got = [*t.obs, *t.action, t.reward, *t.next_obs, t.done]
+    if len(got) != len(expected) or any(a.shape != s or a.dtype != np.float32 for a, s in zip(got, expected)):
+        return "chunk arrays do not match the agents' observation and action sizes"
+    k = msg.episode_lengths.shape[0] if msg.episode_lengths.ndim == 1 else -1
+    if msg.episode_rewards.shape != (k, n) or msg.episode_lengths.dtype != np.int32:
+        return "episode_rewards must be float32[K, N] and episode_lengths int32[K]"
+    return None

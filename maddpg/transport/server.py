@@ -20,7 +20,7 @@ import numpy as np
 import zmq
 
 from maddpg.envs.spaces import EnvSpec
-from maddpg.transport.codec import ProtocolError, decode, encode
+from maddpg.transport.codec import ProtocolError, chunk_problem, decode, encode
 from maddpg.types import Ack, Chunk, Error, Hello, InferenceReply, InferenceRequest, Stop, Welcome
 
 log = logging.getLogger(__name__)
@@ -200,17 +200,8 @@ class InferenceServer:
         state = self._explorers.get(msg.explorer_id)
         if state is None or state.run_id != msg.run_id:
             return "stale_run", f"chunk from explorer {msg.explorer_id!r} run {msg.run_id!r}, which is not current"
-        t, n = msg.transitions, len(self._obs_dims)
-        rows = t.reward.shape[0] if t.reward.ndim == 2 else -1
-        expected = ([(rows, d) for d in self._obs_dims] + [(rows, a) for a in self._act_dims] + [(rows, n)]
-                    + [(rows, d) for d in self._obs_dims] + [(rows, n)])
-        got = [*t.obs, *t.action, t.reward, *t.next_obs, t.done]
-        if len(got) != len(expected) or any(a.shape != s or a.dtype != np.float32 for a, s in zip(got, expected)):
-            return "bad_shape", "chunk arrays do not match the agents' observation and action sizes"
-        k = msg.episode_lengths.shape[0] if msg.episode_lengths.ndim == 1 else -1
-        if msg.episode_rewards.shape != (k, n) or msg.episode_lengths.dtype != np.int32:
-            return "bad_shape", "episode_rewards must be float32[K, N] and episode_lengths int32[K]"
-        return None
+        problem = chunk_problem(msg, self._obs_dims, self._act_dims)
+        return None if problem is None else ("bad_shape", problem)
 
     # ------------------------------------------------------------ inference
     def _serve_waiting(self) -> None:
