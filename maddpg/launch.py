@@ -43,10 +43,11 @@ class LocalRun:
     Args:
       spec: the run spec (its `explorers` and `envs_per_explorer` size the run).
       run_dir: the learner's run folder. quiet: no progress bar from the learner.
+      queue: the replay queue, "local" or a redis:// URL.
     """
 
-    def __init__(self, spec: RunSpec, run_dir: Path, quiet: bool = False):
-        self.spec, self.run_dir, self.quiet = spec, Path(run_dir), quiet
+    def __init__(self, spec: RunSpec, run_dir: Path, quiet: bool = False, queue: str = "local"):
+        self.spec, self.run_dir, self.quiet, self.queue = spec, Path(run_dir), quiet, queue
         self.address = free_tcp_address()
         self.learner: subprocess.Popen | None = None
         self.explorers: list[subprocess.Popen] = []
@@ -59,7 +60,8 @@ class LocalRun:
         self.run_dir.parent.mkdir(parents=True, exist_ok=True)
         spec_file = self.run_dir.parent / f".{self.run_dir.name}.launch-spec.json"
         spec_file.write_text(self.spec.to_json())
-        args = ["learner", "--bind", self.address, "--run-dir", str(self.run_dir), "--spec", str(spec_file)]
+        args = ["learner", "--bind", self.address, "--run-dir", str(self.run_dir), "--spec", str(spec_file),
+                "--queue", self.queue]
         self.learner = self._spawn(args + (["--quiet"] if self.quiet else []))
         for k in range(self.spec.explorers):
             self.explorers.append(self._spawn(

@@ -52,8 +52,8 @@ def train(spec: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult
     env = make_env(spec)
     agent = MADDPGAgent(spec, env.spec, env.num_envs)
     episodes, resume = restore_into(agent, spec, run_dir)
-    tracker = RunTracker(RunFolder(run_dir, spec, env.spec, resume=resume), agent, episodes, progress,
-                         f"train {spec.scenario}")
+    run = RunFolder(run_dir, spec, env.spec, resume=resume, episodes=episodes)
+    tracker = RunTracker(run, agent, episodes, progress, f"train {spec.scenario}")
     loop = Loop(env, agent, spec.seed)
     try:
         while not tracker.done:  # Ctrl-C sets tracker.stop: the loop ends and the run folder is written

@@ -27,10 +27,12 @@ class RunFolder:
 
     Args:
       path: the folder (created). spec: the run spec. env_spec: the agents.
-      resume: append to an existing rewards CSV (a restored run in its own folder) instead of refusing.
+      resume: continue a run restored from a checkpoint of this folder instead of refusing.
+      episodes: with resume, the episodes the checkpoint covers: later rows of the rewards CSV (recorded
+        before a crash, but not in the checkpoint) are dropped, so episodes are never counted twice.
     """
 
-    def __init__(self, path: Path, spec: RunSpec, env_spec: EnvSpec, resume: bool = False):
+    def __init__(self, path: Path, spec: RunSpec, env_spec: EnvSpec, resume: bool = False, episodes: int = 0):
         self.path = Path(path)
         self.spec, self.env_spec = spec, env_spec
         if (self.path / SPEC).exists() and not resume:
@@ -41,6 +43,11 @@ class RunFolder:
         spec.save(self.path / SPEC)
         self._columns = ["episode", "env_steps", "updates", "wall_time_s", "length", "reward"] + [
             f"reward_{name}" for name in env_spec.agent_ids]
+        if resume and (self.path / REWARDS).exists():
+            lines = (self.path / REWARDS).read_text().splitlines(keepends=True)
+            kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit()
+                                and int(line.split(",", 1)[0]) <= episodes]
+            (self.path / REWARDS).write_text("".join(kept))
         new = not (self.path / REWARDS).exists()
         self._file = open(self.path / REWARDS, "a", newline="", buffering=1)  # line-buffered: readable live
         self._csv = csv.writer(self._file)

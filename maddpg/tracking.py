@@ -1,5 +1,5 @@
-"""Run bookkeeping shared by every training loop: episodes to the CSV, checkpoints on schedule, the progress
-bar, and the final checkpoint and plot."""
+"""Run bookkeeping shared by every training loop: episodes to the CSV, checkpoints on schedule (written on a
+thread of their own), the progress bar, and the final checkpoint and plot."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from maddpg import checkpoint
 from maddpg.episodes import Episode
-from maddpg.runfolder import RunFolder
+from maddpg.runfolder import CHECKPOINTS, RunFolder
+from maddpg.storage import BackgroundCheckpointer, CheckpointError, FileStore, open_store
 
 
 @dataclass
@@ -26,7 +28,7 @@ class TrainResult:
     mean_reward: float  # mean episode reward (sum over agents) of the last 100 episodes
     seconds: float
     interrupted: bool
-    checkpoint: Path | None
+    checkpoint: Path | str | None  # the final checkpoint: a folder, or a URI for a remote store
 
 
 class StopFlag:
@@ -49,18 +51,28 @@ class StopFlag:
 class RunTracker:
     """Records episodes of one run and saves the agent every `save_rate` episodes.
 
+    The loop only takes a snapshot of the agent's arrays; a BackgroundCheckpointer writes it to the store, the
+    newest snapshot first, so the loop never waits on storage. `finish()` waits for the final checkpoint.
+
     Args:
       run: the run folder. agent: a MADDPGAgent (for its state and counters).
       episodes: episodes already done (a restored run). progress: show a tqdm bar. desc: its label.
+      checkpoint_uri: where checkpoints go: a folder, file:///path or s3://bucket/prefix (default: the run
+        folder's checkpoints/). Checked at once: a store that cannot be listed stops the run before it starts.
     """
 
-    def __init__(self, run: RunFolder, agent, episodes: int = 0, progress: bool = True, desc: str = "train"):
+    def __init__(self, run: RunFolder, agent, episodes: int = 0, progress: bool = True, desc: str = "train",
+                 checkpoint_uri: str | None = None):
         self.run, self.agent, self.episodes = run, agent, episodes
         self.spec = run.spec
         self.recent: deque[float] = deque(maxlen=100)
         self._start = time.perf_counter()
         self._steps0 = agent.env_steps
-        self._saved: tuple[Path, int] | None = None
+        self.store = open_store(checkpoint_uri) if checkpoint_uri else FileStore(run.path / CHECKPOINTS)
+        self.store.list()  # fail fast: wrong credentials or a missing bucket, not hours later
+        self.checkpoints_submitted = 0  # snapshots handed to the checkpointer, numbered 1, 2, ...
+        self._submitted_episodes = -1
+        self.checkpointer = BackgroundCheckpointer(self._write)
         self.stop = StopFlag()
         self._bar = tqdm(total=self.spec.num_episodes, initial=episodes, unit="ep", disable=not progress,
                          dynamic_ncols=True, desc=desc)
@@ -81,23 +93,51 @@ class RunTracker:
                         time.perf_counter() - self._start)
         self._bar.update(1)
         if self.episodes % self.spec.save_rate == 0:
-            self._save()
+            self._submit()
         if self.episodes % 100 == 0 or self.done:
             rate = (self.agent.env_steps - self._steps0) / max(time.perf_counter() - self._start, 1e-9)
             self._bar.set_postfix(reward=f"{self.mean_reward:.2f}", steps_per_s=f"{rate:,.0f}",
                                   updates=self.agent.updates, refresh=False)
 
+    @property
+    def checkpoints_written(self) -> int:
+        """The number of the newest snapshot written whole (0: none yet); every snapshot up to it is covered.
+
+        A consumer of a durable queue acknowledges the entries it had inserted when snapshot k was taken
+        (`checkpoints_submitted` became k) once `checkpoints_written >= k`.
+        """
+        last = self.checkpointer.stats.last_result
+        return last[1] if last else 0
+
     def finish(self) -> TrainResult:
-        """Saves a last checkpoint (unless the newest covers every episode), plots, closes the folder."""
+        """Saves a last checkpoint (unless the newest covers every episode) and waits for it, plots, closes.
+
+        Raises:
+          CheckpointError: the final checkpoint could not be written (after the plot and CSV are saved).
+        """
         self._bar.close()
-        if self.episodes and (self._saved is None or self._saved[1] != self.episodes):
-            self._save()
+        if self.episodes and self._submitted_episodes != self.episodes:
+            self._submit()
+        self.checkpointer.close()
         self.run.plot()
         self.run.close()
+        stats = self.checkpointer.stats
+        last = stats.last_result
+        if self.episodes and (last is None or last[2] != self.episodes):
+            raise CheckpointError(f"the final checkpoint was not written to {self.store.uri}: {stats.last_error}")
         return TrainResult(self.run.path, self.episodes, self.agent.env_steps, self.agent.updates,
                            self.mean_reward, time.perf_counter() - self._start, self.stop.requested,
-                           self._saved[0] if self._saved else None)
+                           last[0] if last else None)
 
-    def _save(self) -> None:
-        arrays, counters = self.agent.state()
-        self._saved = self.run.checkpoint(arrays, {**counters, "episodes": self.episodes}), self.episodes
+    def _submit(self) -> None:
+        arrays, counters = self.agent.state()  # a snapshot: numpy copies of the variables
+        self.checkpoints_submitted += 1
+        self._submitted_episodes = self.episodes
+        self.checkpointer.submit((arrays, {**counters, "episodes": self.episodes}, self.checkpoints_submitted))
+
+    def _write(self, job) -> tuple[Path | str, int, int]:
+        """Runs on the checkpointer's thread; returns (where, snapshot number, episodes)."""
+        arrays, counters, number = job
+        where = checkpoint.save(self.store, self.spec, self.run.env_spec, arrays, counters,
+                                keep=self.spec.keep_checkpoints)
+        return where, number, counters["episodes"]

@@ -110,7 +110,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
         if (Path(run_dir) / SPEC).exists() and not spec.restore:
             raise UserError(f"run folder {run_dir} already holds a run; choose another --run-dir, "
                             f"or pass --restore {run_dir} to continue it")
-        run = LocalRun(spec, run_dir, quiet=ns.quiet)
+        run = LocalRun(spec, run_dir, quiet=ns.quiet, queue=ns.queue)
         run.start()
         code = run.wait()
         print(f"{'interrupted' if code == 130 else 'done'}: learner and {spec.explorers} explorers stopped; "
@@ -119,6 +119,9 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
     from maddpg.local import train
 
+    if ns.queue != "local":
+        print(f"maddpg train: note: a single-process run has no replay queue; --queue {ns.queue} applies to "
+              "runs with --explorers", file=sys.stderr)
     result = train(spec, run_dir, progress=not ns.quiet)
     state = "interrupted" if result.interrupted else "done"
     print(f"{state}: {result.episodes} episodes, {result.env_steps} env steps, {result.updates} updates "
@@ -179,7 +182,8 @@ def cmd_learner(ns: argparse.Namespace) -> int:
 
     spec = spec_from_args(ns)
     run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
-    learner = Learner(spec, run_dir, ns.bind, max_batch=ns.max_batch, max_wait=ns.max_wait_ms / 1e3)
+    learner = Learner(spec, run_dir, ns.bind, max_batch=ns.max_batch, max_wait=ns.max_wait_ms / 1e3,
+                      queue=ns.queue, run_id=ns.run_id)
     print(f"learner serving on {learner.address}", file=sys.stderr, flush=True)
     result = learner.train(progress=not ns.quiet)
     print(f"{'interrupted' if result.interrupted else 'done'}: {result.episodes} episodes, {result.env_steps} env "
@@ -231,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, default=None,
                    help="run folder to write (default: runs/SCENARIO-seedSEED); must not hold another run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--queue", default=os.environ.get("REDIS_URL", "local"),
+                   help="replay queue of a run with --explorers: local or redis://HOST:PORT/DB (env REDIS_URL)")
     add_spec_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -270,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", default=os.environ.get("MADDPG_LEARNER_BIND", "tcp://0.0.0.0:5555"),
                    help="ZeroMQ address to serve on (env MADDPG_LEARNER_BIND; default tcp://0.0.0.0:5555)")
     p.add_argument("--run-dir", type=Path, default=None, help="run folder (default: runs/SCENARIO-seedSEED)")
+    p.add_argument("--queue", default=os.environ.get("REDIS_URL", "local"),
+                   help="replay queue: local (chunks over ZeroMQ into memory) or redis://HOST:PORT/DB "
+                        "(env REDIS_URL; default local)")
+    p.add_argument("--run-id", default=os.environ.get("MADDPG_RUN_ID"),
+                   help="names the run's Redis stream; a restarted learner must reuse it "
+                        "(env MADDPG_RUN_ID; default: the run folder's name)")
     p.add_argument("--max-batch", type=int, default=1024, help="most envs per inference batch (default: 1024)")
     p.add_argument("--max-wait-ms", type=float, default=0.5,
                    help="how long to wait for more requests before serving a batch (default: 0.5 ms)")

@@ -24,6 +24,7 @@ from maddpg.replay.queue import LocalQueue
 from maddpg.runfolder import RunFolder
 from maddpg.runspec import RunSpec
 from maddpg.tracking import RunTracker, TrainResult
+from maddpg.transport.codec import chunk_problem
 from maddpg.transport.server import InferenceServer
 
 log = logging.getLogger(__name__)
@@ -62,30 +63,43 @@ class Learner:
     Args:
       spec: the run spec. run_dir: the run folder. bind: the ZeroMQ address explorers connect to.
       max_batch, max_wait: inference batching (see InferenceServer).
+      queue: the replay queue: None or "local" (chunks over ZeroMQ into memory) or a redis:// URL.
+      run_id: names the run's Redis stream (default: the run folder's name); a restarted learner must reuse it.
     """
 
     def __init__(self, spec: RunSpec, run_dir: Path, bind: str, *, max_batch: int = 1024,
-                 max_wait: float = 0.0005):
+                 max_wait: float = 0.0005, queue: str | None = None, run_id: str | None = None):
         configure_threads(spec.tf_threads)
         self.spec = spec
         env_spec = build_env_spec(spec)
         self.agent = MADDPGAgent(spec, env_spec, num_envs=1)
         self._episodes0, resume = restore_into(self.agent, spec, run_dir)
-        self.run = RunFolder(run_dir, spec, env_spec, resume=resume)
-        self.queue = LocalQueue()
+        self.run = RunFolder(run_dir, spec, env_spec, resume=resume, episodes=self._episodes0)
+        self.run_id = run_id or Path(run_dir).resolve().name
+        self.queue_url = queue if queue and queue != "local" else "local"
+        if self.queue_url == "local":
+            self.queue = LocalQueue()
+        else:
+            from maddpg.replay.redis_queue import RedisQueue
+
+            self.queue = RedisQueue(self.queue_url, self.run_id)
         self.pacer = Pacer(self.agent, spec.chunk_len)
         heads = self.agent.heads
+        self._act_dims = [h.action_dim for h in heads]
         noise_rng = np.random.default_rng(spec.seed + 17)
         self.server = InferenceServer(
             bind, env_spec, spec.to_json(), self._act,
             lambda e: [make_noise(spec.exploration, (e, h.action_dim), spec.exploration_sigma, spec.ou_theta,
                                   noise_rng) for h in heads],
-            [h.action_dim for h in heads], self.queue.put, self.pacer.may_collect, max_batch=max_batch,
-            max_wait=max_wait)
+            self._act_dims, self._local_chunk, self.pacer.may_collect, max_batch=max_batch,
+            max_wait=max_wait, queue=self.queue_url, run_id=self.run_id)
         self.address = self.server.address
         self._stop_serving = threading.Event()
         self._thread = threading.Thread(target=self.server.serve, args=(self._stop_serving,), daemon=True,
                                         name="inference")
+
+    def _local_chunk(self, chunk) -> bool:
+        return isinstance(self.queue, LocalQueue) and self.queue.put(chunk)
 
     def _act(self, obs: list[np.ndarray], noise: list[np.ndarray | None]) -> list[np.ndarray]:
         if self.pacer.served_steps <= self.spec.warmup_steps:
@@ -97,19 +111,31 @@ class Learner:
         tracker = RunTracker(self.run, self.agent, self._episodes0, progress, f"learner {self.spec.scenario}")
         self.agent.warm_up()  # compile before serving: explorers would otherwise wait on the first update
         self._thread.start()
+        unacked: list = []  # chunks in the buffer that no checkpoint covers yet
         try:
             while not tracker.done:  # Ctrl-C or SIGTERM sets tracker.stop
-                items = self.queue.get(max_chunks=64, timeout=0.05)
-                for _, chunk in items:
+                for token, chunk in self.queue.get(max_chunks=64, timeout=0.05):
+                    problem = chunk_problem(chunk, self.agent.env_spec.obs_dims, self._act_dims)
+                    if problem:  # only a Redis entry can get here unchecked: drop it, never crash
+                        log.error("dropping a chunk from %s: %s", chunk.explorer_id, problem)
+                        self.queue.ack([token])
+                        continue
                     self.agent.insert(chunk.transitions)
+                    unacked.append(token)
+                    saved = tracker.checkpoints_written
                     for rewards, length in zip(chunk.episode_rewards, chunk.episode_lengths):
                         if not tracker.done:
                             tracker.record(Episode(float(rewards.sum()), rewards.astype(np.float64), int(length)))
-                self.queue.ack([token for token, _ in items])
+                    if tracker.checkpoints_written != saved:
+                        # Acknowledge once a checkpoint covers them: after a crash, every chunk is either in
+                        # the restored checkpoint's counters or still pending in the queue, and read again.
+                        self.queue.ack(unacked)
+                        unacked = []
                 self.agent.update()
         finally:
             self.server.stop_explorers("the run is over")
             result = tracker.finish()
+            self.queue.ack(unacked)  # the final checkpoint covers them
             time.sleep(0.3)  # the server answers the explorers still waiting with Stop
             self._stop_serving.set()
             self._thread.join(timeout=5)
