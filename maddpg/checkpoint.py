@@ -1,14 +1,16 @@
-"""Checkpoints in a folder: numpy arrays plus a manifest written last, so a reader never sees half of one.
+"""Checkpoints: numpy arrays plus a manifest written last, in a store (a folder or S3), so a reader never sees
+half of one.
 
-Layout: `<root>/ckpt-<updates>/variables.npz` and `manifest.json`. A checkpoint is built in a temporary
-folder and renamed into place in one step; folders without a manifest are ignored by readers.
+Layout in a store: `ckpt-<updates>-<episodes>/variables.npz` and `manifest.json`. The manifest names each
+object with its size and SHA-256, checked on read; names without a manifest are ignored by readers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
-import os
-import shutil
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,78 +19,93 @@ import numpy as np
 
 from maddpg.envs.spaces import AgentSpec, EnvSpec
 from maddpg.runspec import RunSpec
+from maddpg.storage import (MANIFEST, CheckpointError, CheckpointStore, StoreError, checkpoint_name, locate,
+                            open_store)
+
+__all__ = ["FORMAT", "MANIFEST", "Checkpoint", "CheckpointError", "encode", "list_checkpoints", "resolve", "save"]
 
 FORMAT = 1
-MANIFEST = "manifest.json"
+VARIABLES = "variables.npz"
+
+log = logging.getLogger(__name__)
 
 
-class CheckpointError(Exception):
-    """A checkpoint is missing, unreadable or does not fit the run."""
-
-
-def save(root: Path, spec: RunSpec, env_spec: EnvSpec, arrays: dict[str, np.ndarray], counters: dict[str, int],
-         keep: int = 3) -> Path:
-    """Writes a checkpoint under `root` and keeps the newest `keep`. Returns its folder."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"ckpt-{counters.get('updates', 0):010d}-{counters.get('episodes', 0):08d}"
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    with open(tmp / "variables.npz", "wb") as f:
-        np.savez(f, **arrays)
+def encode(spec: RunSpec, env_spec: EnvSpec, arrays: dict[str, np.ndarray],
+           counters: dict[str, int]) -> tuple[str, dict[str, bytes], bytes]:
+    """A checkpoint as (name, objects, manifest) ready for `CheckpointStore.put`."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    variables = buffer.getvalue()
     manifest = {"format": FORMAT, "created": time.time(), "spec": spec.model_dump(mode="json"),
-                "agents": [asdict(a) for a in env_spec.agents], "counters": counters, "variables": "variables.npz"}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+                "agents": [asdict(a) for a in env_spec.agents], "counters": counters, "variables": VARIABLES,
+                "objects": {VARIABLES: {"bytes": len(variables), "sha256": hashlib.sha256(variables).hexdigest()}}}
+    name = checkpoint_name(counters.get("updates", 0), counters.get("episodes", 0))
+    return name, {VARIABLES: variables}, (json.dumps(manifest, indent=2) + "\n").encode()
 
 
-def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.name.startswith("ckpt-") and (p / MANIFEST).is_file())
+def save(root: Path | str | CheckpointStore, spec: RunSpec, env_spec: EnvSpec, arrays: dict[str, np.ndarray],
+         counters: dict[str, int], keep: int = 3) -> Path | str:
+    """Writes a checkpoint to `root` (a folder, a `file://` or `s3://` URI, or a store) and keeps the newest
+    `keep`. Returns where it is: a folder for a file store, a URI otherwise.
+
+    Raises:
+      StoreError: the checkpoint was not written (the previous ones are untouched).
+    """
+    store = root if isinstance(root, CheckpointStore) else open_store(root)
+    name, objects, manifest = encode(spec, env_spec, arrays, counters)
+    store.put(name, objects, manifest)
+    try:
+        store.prune(keep)
+    except StoreError as e:  # the new checkpoint is whole; old ones stay until the next prune
+        log.warning("checkpoint %s written, but pruning older ones failed: %s", name, e)
+    return store.location(name)
 
 
-def resolve(path: Path) -> Path:
-    """Finds the checkpoint meant by `path`: a checkpoint folder, a run folder, or a folder of checkpoints."""
-    path = Path(path)
-    if (path / MANIFEST).is_file():
-        return path
-    for root in (path / "checkpoints", path):
-        found = list_checkpoints(root)
-        if found:
-            return found[-1]
-    if not path.exists():
-        raise CheckpointError(f"{path} does not exist")
-    raise CheckpointError(f"no complete checkpoint in {path} (expected a run folder or a ckpt-* folder)")
+def list_checkpoints(root: Path | str | CheckpointStore) -> list[Path | str]:
+    """Complete checkpoints in `root` (a folder, URI or store), oldest first; folders for a file store."""
+    store = root if isinstance(root, CheckpointStore) else open_store(root)
+    return [store.location(name) for name in store.list()]
+
+
+def resolve(path: Path | str) -> Path | str:
+    """Finds the checkpoint meant by `path`: a checkpoint, a run folder, or a folder (or URI) of checkpoints."""
+    store, name = locate(path)
+    return store.location(name)
 
 
 class Checkpoint:
-    """A loaded checkpoint: its run spec, agents, counters and arrays."""
+    """A loaded checkpoint: its run spec, agents, counters and (unless `load_arrays=False`) arrays.
 
-    def __init__(self, path: Path):
-        self.path = resolve(path)
+    Args:
+      path: a checkpoint, a run folder, a folder of checkpoints, or a `file://` or `s3://` URI of one of these.
+    """
+
+    def __init__(self, path: Path | str, load_arrays: bool = True):
+        self.store, self.name = locate(path)
+        self.path = self.store.location(self.name)
         try:
-            manifest = json.loads((self.path / MANIFEST).read_text())
-            if manifest.get("format") != FORMAT:
-                raise CheckpointError(f"{self.path}: checkpoint format {manifest.get('format')} is not {FORMAT}")
-            self.spec = RunSpec.model_validate(manifest["spec"])
+            self.manifest = json.loads(self.store.get(self.name, MANIFEST))
+            if self.manifest.get("format") != FORMAT:
+                raise CheckpointError(f"{self.path}: checkpoint format {self.manifest.get('format')} is not {FORMAT}")
+            self.spec = RunSpec.model_validate(self.manifest["spec"])
             self.env_spec = EnvSpec(self.spec.scenario, tuple(
-                AgentSpec(**{**a, "action_groups": tuple(a["action_groups"])}) for a in manifest["agents"]))
-            self.counters: dict[str, int] = manifest["counters"]
-            with np.load(self.path / manifest["variables"]) as data:
-                self.arrays = {k: data[k] for k in data.files}
+                AgentSpec(**{**a, "action_groups": tuple(a["action_groups"])}) for a in self.manifest["agents"]))
+            self.counters: dict[str, int] = self.manifest["counters"]
+            self.arrays: dict[str, np.ndarray] = self._load_arrays() if load_arrays else {}
         except CheckpointError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{self.path} is not a readable checkpoint: {e}") from None
+
+    def _load_arrays(self) -> dict[str, np.ndarray]:
+        key = self.manifest["variables"]
+        data = self.store.get(self.name, key)
+        expected = self.manifest.get("objects", {}).get(key)  # absent in checkpoints written before stores
+        if expected and (len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]):
+            raise CheckpointError(f"{self.path}: {key} does not match its manifest (size or SHA-256): the object "
+                                  f"was changed or cut after the manifest was written")
+        with np.load(io.BytesIO(data)) as npz:
+            return {k: npz[k] for k in npz.files}
 
     def check_fits(self, env_spec: EnvSpec) -> None:
         """Raises CheckpointError unless the checkpoint's agents match `env_spec` (names, sizes, actions)."""
@@ -110,3 +127,4 @@ class Checkpoint:
                 raise CheckpointError(f"{self.path} holds no actor for {agent.name}")
             weights.append(layers)
         return weights
+

