@@ -85,7 +85,12 @@ class RedisQueue:
         groups = self._call(lambda: self._redis.xinfo_groups(self.key), "XINFO GROUPS")
         for g in groups:
             if g["name"].decode() == self.group:
-                return int(g.get("lag") or 0)
+                if g.get("lag") is not None:
+                    return int(g["lag"])
+                # Redis cannot tell the lag once trimming left gaps: count the undelivered entries (bounded).
+                after = b"(" + g["last-delivered-id"]
+                return len(self._call(lambda: self._redis.xrange(self.key, min=after, max="+", count=self.max_lag + 1),
+                                      "XRANGE"))
         return 0
 
     def put(self, chunk: Chunk, poll_s: float = 0.05) -> bytes:

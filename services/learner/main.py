@@ -63,14 +63,16 @@ class Learner:
     Args:
       spec: the run spec. run_dir: the run folder. bind: the ZeroMQ address explorers connect to.
       max_batch, max_wait: inference batching (see InferenceServer).
+      checkpoint_uri: the checkpoint store (default: the run folder's checkpoints/).
       queue: the replay queue: None or "local" (chunks over ZeroMQ into memory) or a redis:// URL.
       run_id: names the run's Redis stream (default: the run folder's name); a restarted learner must reuse it.
     """
 
     def __init__(self, spec: RunSpec, run_dir: Path, bind: str, *, max_batch: int = 1024,
-                 max_wait: float = 0.0005, queue: str | None = None, run_id: str | None = None):
+                 max_wait: float = 0.0005, queue: str | None = None, run_id: str | None = None,
+                 checkpoint_uri: str | None = None):
         configure_threads(spec.tf_threads)
-        self.spec = spec
+        self.spec, self._checkpoint_uri = spec, checkpoint_uri
         env_spec = build_env_spec(spec)
         self.agent = MADDPGAgent(spec, env_spec, num_envs=1)
         self._episodes0, resume = restore_into(self.agent, spec, run_dir)
@@ -98,6 +100,10 @@ class Learner:
         self._thread = threading.Thread(target=self.server.serve, args=(self._stop_serving,), daemon=True,
                                         name="inference")
 
+    def _acknowledge(self, covered: dict[int, list], written: int) -> None:
+        for number in [k for k in covered if k <= written]:
+            self.queue.ack(covered.pop(number))
+
     def _local_chunk(self, chunk) -> bool:
         return isinstance(self.queue, LocalQueue) and self.queue.put(chunk)
 
@@ -108,10 +114,15 @@ class Learner:
 
     def train(self, progress: bool = True) -> TrainResult:
         """Serves and trains until `num_episodes` episodes ended (or Ctrl-C); writes the run folder."""
-        tracker = RunTracker(self.run, self.agent, self._episodes0, progress, f"learner {self.spec.scenario}")
+        tracker = RunTracker(self.run, self.agent, self._episodes0, progress, f"learner {self.spec.scenario}",
+                             self._checkpoint_uri)
         self.agent.warm_up()  # compile before serving: explorers would otherwise wait on the first update
         self._thread.start()
-        unacked: list = []  # chunks in the buffer that no checkpoint covers yet
+        # Chunks are acknowledged once a checkpoint covers them: after a crash every chunk is either in the
+        # restored checkpoint's counters or still pending in the queue, and read again.
+        unacked: list = []  # inserted since the last snapshot
+        covered: dict[int, list] = {}  # snapshot number -> chunks it covers, acknowledged once written
+        snapshots = tracker.checkpoints_submitted
         try:
             while not tracker.done:  # Ctrl-C or SIGTERM sets tracker.stop
                 for token, chunk in self.queue.get(max_chunks=64, timeout=0.05):
@@ -122,20 +133,19 @@ class Learner:
                         continue
                     self.agent.insert(chunk.transitions)
                     unacked.append(token)
-                    saved = tracker.checkpoints_written
                     for rewards, length in zip(chunk.episode_rewards, chunk.episode_lengths):
                         if not tracker.done:
                             tracker.record(Episode(float(rewards.sum()), rewards.astype(np.float64), int(length)))
-                    if tracker.checkpoints_written != saved:
-                        # Acknowledge once a checkpoint covers them: after a crash, every chunk is either in
-                        # the restored checkpoint's counters or still pending in the queue, and read again.
-                        self.queue.ack(unacked)
-                        unacked = []
+                            if tracker.checkpoints_submitted != snapshots:  # a snapshot was just taken
+                                snapshots = tracker.checkpoints_submitted
+                                covered[snapshots] = unacked
+                                unacked = []
+                self._acknowledge(covered, tracker.checkpoints_written)
                 self.agent.update()
         finally:
             self.server.stop_explorers("the run is over")
-            result = tracker.finish()
-            self.queue.ack(unacked)  # the final checkpoint covers them
+            result = tracker.finish()  # waits for the final checkpoint, which covers every chunk inserted
+            self.queue.ack([t for tokens in covered.values() for t in tokens] + unacked)
             time.sleep(0.3)  # the server answers the explorers still waiting with Stop
             self._stop_serving.set()
             self._thread.join(timeout=5)
