@@ -77,10 +77,12 @@ class Checkpoint:
     """A loaded checkpoint: its run spec, agents, counters and (unless `load_arrays=False`) arrays.
 
     Args:
-      path: a checkpoint, a run folder, a folder of checkpoints, or a `file://` or `s3://` URI of one of these.
+      path: a checkpoint, a run folder, a folder of checkpoints, a `file://` or `s3://` URI of one of these,
+        or a store (its newest checkpoint).
+      load_arrays: also read the arrays (False: the manifest only).
     """
 
-    def __init__(self, path: Path | str, load_arrays: bool = True):
+    def __init__(self, path: Path | str | CheckpointStore, load_arrays: bool = True):
         self.store, self.name = locate(path)
         self.path = self.store.location(self.name)
         try:

@@ -40,20 +40,24 @@ def restore_into(agent: MADDPGAgent, spec: RunSpec, run_dir: Path) -> tuple[int,
     """Loads `spec.restore` into the agent; returns (episodes done, whether run_dir is the restored run's)."""
     if not spec.restore:
         return 0, False
-    ckpt = Checkpoint(Path(spec.restore))
+    ckpt = Checkpoint(spec.restore)
     ckpt.check_fits(agent.env_spec)
     agent.restore(ckpt.arrays, ckpt.counters)
-    return int(ckpt.counters.get("episodes", 0)), Path(run_dir).resolve() in ckpt.path.resolve().parents
+    mine = isinstance(ckpt.path, Path) and Path(run_dir).resolve() in ckpt.path.resolve().parents
+    return int(ckpt.counters.get("episodes", 0)), mine
 
 
-def train(spec: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult:
-    """Trains until `spec.num_episodes` episodes ended (or Ctrl-C), then writes the checkpoint, CSV and plot."""
+def train(spec: RunSpec, run_dir: Path, *, progress: bool = True, checkpoint_uri: str | None = None) -> TrainResult:
+    """Trains until `spec.num_episodes` episodes ended (or Ctrl-C), then writes the checkpoint, CSV and plot.
+
+    `checkpoint_uri` chooses the checkpoint store (default: the run folder's checkpoints/).
+    """
     configure_threads(spec.tf_threads)
     env = make_env(spec)
     agent = MADDPGAgent(spec, env.spec, env.num_envs)
     episodes, resume = restore_into(agent, spec, run_dir)
     run = RunFolder(run_dir, spec, env.spec, resume=resume, episodes=episodes)
-    tracker = RunTracker(run, agent, episodes, progress, f"train {spec.scenario}")
+    tracker = RunTracker(run, agent, episodes, progress, f"train {spec.scenario}", checkpoint_uri)
     loop = Loop(env, agent, spec.seed)
     try:
         while not tracker.done:  # Ctrl-C sets tracker.stop: the loop ends and the run folder is written

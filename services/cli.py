@@ -122,7 +122,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
     if ns.queue != "local":
         print(f"maddpg train: note: a single-process run has no replay queue; --queue {ns.queue} applies to "
               "runs with --explorers", file=sys.stderr)
-    result = train(spec, run_dir, progress=not ns.quiet)
+    result = train(spec, run_dir, progress=not ns.quiet, checkpoint_uri=os.environ.get("MADDPG_CHECKPOINT_URI"))
     state = "interrupted" if result.interrupted else "done"
     print(f"{state}: {result.episodes} episodes, {result.env_steps} env steps, {result.updates} updates "
           f"in {result.seconds:.0f} s; mean episode reward (last 100, sum over agents): {result.mean_reward:.2f}")
@@ -183,6 +183,7 @@ def cmd_learner(ns: argparse.Namespace) -> int:
     spec = spec_from_args(ns)
     run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
     learner = Learner(spec, run_dir, ns.bind, max_batch=ns.max_batch, max_wait=ns.max_wait_ms / 1e3,
+                      checkpoint_uri=os.environ.get("MADDPG_CHECKPOINT_URI"),
                       queue=ns.queue, run_id=ns.run_id)
     print(f"learner serving on {learner.address}", file=sys.stderr, flush=True)
     result = learner.train(progress=not ns.quiet)
@@ -259,10 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scenarios", help="list the mpe2 scenarios with their agents and sizes")
     p.add_argument("--continuous-actions", action="store_true", help="show the continuous action spaces")
     p.set_defaults(func=cmd_scenarios)
+    from maddpg.storage.cli import add_parser as add_checkpoints_parser
+    add_checkpoints_parser(sub)
 
     p = sub.add_parser("bench", help="run a benchmark suite (JSON and a markdown table)",
                        description="Benchmarks measure the project beside its baseline in the same run.")
-    p.add_argument("suite", choices=["all", "loop", "update", "env", "inference", "e2e"],
+    p.add_argument("suite", choices=["all", "loop", "update", "env", "inference", "e2e", "checkpoint"],
                    help="loop: single-process training loop; update: one all-agent update; env: batched engine")
     p.add_argument("--quick", action="store_true", help="short timings, under a minute per suite")
     p.add_argument("--out", type=Path, default=None, help="JSON file for one suite's results")

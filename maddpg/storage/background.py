@@ -84,6 +84,9 @@ class BackgroundCheckpointer:
             except Exception as e:  # noqa: BLE001 - a failed checkpoint is counted and logged; training goes on
                 error = e
             seconds = time.perf_counter() - start
+            if error is not None:  # logged before `wait()` returns
+                log.warning("checkpoint failed (%d so far): %s", self.stats.failed + 1, error,
+                            exc_info=None if _expected(error) else error)
             with self._cond:
                 self.stats.last_seconds = seconds
                 self.stats.total_seconds += seconds
@@ -95,9 +98,6 @@ class BackgroundCheckpointer:
                     self.stats.last_error = str(error) or type(error).__name__
                 self._busy = False
                 self._cond.notify_all()
-            if error is not None:
-                log.warning("checkpoint failed (%d so far): %s", self.stats.failed, self.stats.last_error,
-                            exc_info=not _expected(error))
 
 
 def _expected(error: Exception) -> bool:

@@ -49,6 +49,11 @@ class S3Store(CheckpointStore):
     def endpoint_url(self) -> str:
         return self._client.meta.endpoint_url
 
+    @property
+    def client(self):
+        """The boto3 client (shared by `child` stores)."""
+        return self._client
+
     # ------------------------------------------------------------------ interface
     def put(self, name: str, objects: Mapping[str, bytes], manifest: bytes) -> None:
         try:
@@ -161,8 +166,7 @@ class S3Store(CheckpointStore):
             transient = code in _TRANSIENT or status >= 500
             return StoreError(f"cannot {action} in {where}: {code or status}: {message}"
                               + (" (after retries)" if transient else ""), transient)
-        if isinstance(e, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
-                          bx.ConnectionClosedError, bx.ConnectionError)):
+        if isinstance(e, (bx.ConnectionError, bx.HTTPClientError)):  # refused, timed out, closed mid-request
             return StoreError(f"cannot {action}: the S3 server at {self.endpoint_url} (bucket {self.bucket!r}) "
                               f"cannot be reached after retries: is it running? Set AWS_ENDPOINT_URL to the "
                               f"server's address ({e})", transient=True)

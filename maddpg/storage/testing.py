@@ -7,6 +7,7 @@ wrong secret is refused as it would be by S3; moto's server accepts any credenti
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from pathlib import Path
 
 ACCESS_KEY = "maddpg-test"
@@ -129,10 +131,12 @@ class SeaweedServer(_Server):
                 "-s3", f"-s3.port={self.s3}", f"-s3.port.grpc={self.s3_grpc}", f"-s3.config={config}",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
                 f"-s3.localSocket={self.folder / 's3.sock'}", "-master.telemetry=false",
+                "-master.resumeState=false",  # a restart elects itself at once instead of waiting ~20 s for peers
                 "-master.volumeSizeLimitMB=64", "-volume.max=16", "-volume.preStopSeconds=0"]
 
     def start(self, timeout: float = 60.0) -> None:
         """Starts the server and waits until its S3 gateway answers with credentials checked."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         log = open(self.folder / "weed.log", "ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
                                      start_new_session=True)
@@ -146,24 +150,36 @@ class SeaweedServer(_Server):
                                    f"{(self.folder / 'weed.log').read_text()[-2000:]}")
             try:
                 client.list_buckets()
-                return
-            except (ClientError, BotoCoreError):
+                if self._volume_server_joined():
+                    return
+                raise TimeoutError
+            except (ClientError, BotoCoreError, OSError, TimeoutError):
                 if time.monotonic() > deadline:
                     self.stop()
                     raise TimeoutError(f"weed server did not answer on {self.endpoint_url} in {timeout:.0f} s: "
                                        f"{(self.folder / 'weed.log').read_text()[-2000:]}") from None
                 time.sleep(0.2)
 
-    def stop(self) -> None:
-        """Stops the server (SIGTERM, then SIGKILL after 10 s)."""
+    def _volume_server_joined(self) -> bool:
+        """Whether the master knows a volume server (before that, reads of stored objects fail)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.master}/dir/status", timeout=2) as answer:
+            topology = json.load(answer).get("Topology", {})
+        return any(rack.get("DataNodes") for dc in topology.get("DataCenters") or [] for rack in dc.get("Racks") or [])
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        """Stops the server: SIGTERM, then SIGKILL after `grace_s` (its graceful shutdown can take 10 s and
+        more; 0 kills it at once, as a crash would)."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        if grace_s > 0:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace_s)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
 
 
 class MotoServer(_Server):
@@ -177,6 +193,7 @@ class MotoServer(_Server):
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
 
