@@ -265,8 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a benchmark suite (JSON and a markdown table)",
                        description="Benchmarks measure the project beside its baseline in the same run.")
-    p.add_argument("suite", choices=["all", "loop", "update", "env", "inference", "e2e", "checkpoint"],
-                   help="loop: single-process training loop; update: one all-agent update; env: batched engine")
+    p.add_argument("suite", choices=["all", "loop", "update", "env", "inference", "e2e", "checkpoint", "queue"],
+                   help="loop: single-process training loop; update: one all-agent update; env: batched engine "
+                        "vs mpe2; inference: the batching server; e2e: a whole local run; checkpoint: write and "
+                        "restore times; queue: Redis Streams vs the local replay queue")
     p.add_argument("--quick", action="store_true", help="short timings, under a minute per suite")
     p.add_argument("--out", type=Path, default=None, help="JSON file for one suite's results")
     p.add_argument("--out-dir", type=Path, default=None,

@@ -11,7 +11,8 @@ from tqdm import tqdm
 from maddpg.bench.harness import markdown
 
 SUITES = {"loop": "maddpg.bench.loop", "update": "maddpg.bench.update", "env": "maddpg.bench.env",
-          "inference": "maddpg.bench.inference", "e2e": "maddpg.bench.e2e", "checkpoint": "maddpg.bench.checkpoint"}
+          "inference": "maddpg.bench.inference", "e2e": "maddpg.bench.e2e", "checkpoint": "maddpg.bench.checkpoint",
+          "queue": "maddpg.bench.queue"}
 
 
 def run_suites(suite: str, *, quick: bool = False, out: Path | None = None, out_dir: Path | None = None) -> int:
