@@ -132,7 +132,7 @@ class SeaweedServer(_Server):
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
                 f"-s3.localSocket={self.folder / 's3.sock'}", "-master.telemetry=false",
                 "-master.resumeState=false",  # a restart elects itself at once instead of waiting ~20 s for peers
-                "-master.volumeSizeLimitMB=64", "-volume.max=16", "-volume.preStopSeconds=0"]
+                "-master.volumeSizeLimitMB=1024", "-volume.max=0", "-volume.preStopSeconds=0"]
 
     def start(self, timeout: float = 60.0) -> None:
         """Starts the server and waits until its S3 gateway answers with credentials checked."""
