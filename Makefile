@@ -12,7 +12,7 @@ envs ?= 16
 run_dir ?= runs/$(scenario)
 args ?=
 
-.PHONY: install test run evaluate bench bench-quick clean
+.PHONY: install test run evaluate bench bench-quick api clean
 
 install: ## create .venv and install maddpg with its test tools
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench: ## run every benchmark suite, write bench/results/*.json and bench/result
 
 bench-quick: ## the same in under a minute per suite
 	$(BIN)/maddpg bench all --quick --out-dir bench/results/quick
+
+api: ## serve the control API: make api [host=127.0.0.1 port=8000]
+	$(BIN)/maddpg api --host $(or $(host),127.0.0.1) --port $(or $(port),8000)
 
 clean:
 	rm -rf $(VENV) *.egg-info build

@@ -214,12 +214,17 @@ def cmd_explorer(ns: argparse.Namespace) -> int:
     return 0
 
 
-def not_built(role: str, issue: str):
-    def run(ns: argparse.Namespace) -> int:
-        print(f"maddpg {role}: not built yet ({issue}); use `maddpg train` for a single-process run",
-              file=sys.stderr)
-        return 2
-    return run
+def cmd_api(ns: argparse.Namespace) -> int:
+    from services.api.launchers import LaunchError
+    from services.api.main import serve
+
+    try:
+        serve(ns.host, ns.port)
+    except LaunchError as e:
+        raise UserError(str(e)) from None
+    except ValidationError as e:
+        raise UserError("invalid MADDPG_API_* settings:\n  " + format_validation_error(e).replace("\n", "\n  "))
+    return 0
 
 
 # ---------------------------------------------------------------- parser
@@ -310,11 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds without any answer from the learner before exiting with an error (default: 120)")
     p.set_defaults(func=cmd_explorer)
 
-    for role, help_text, issue in [
-        ("api", "the control API (FastAPI): start, list and stop runs", "control service issue"),
-    ]:
-        p = sub.add_parser(role, help=f"{help_text} (not built yet)", description=f"{help_text}. Not built yet.")
-        p.set_defaults(func=not_built(role, issue))
+    p = sub.add_parser("api", help="the control API (FastAPI): start, list and stop runs",
+                       description="Serve the control API (OpenAPI at /docs, metrics at /metrics). Settings come "
+                                   "from MADDPG_API_* variables: RUNS_DIR, REGISTRY, LAUNCHER, MAX_EXPLORERS, "
+                                   "MAX_ENVS_PER_EXPLORER, TOKEN.")
+    p.add_argument("--host", default=os.environ.get("MADDPG_API_HOST", "127.0.0.1"),
+                   help="address to listen on (env MADDPG_API_HOST; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("MADDPG_API_PORT", "8000")),
+                   help="port to listen on (env MADDPG_API_PORT; default 8000)")
+    p.set_defaults(func=cmd_api)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The control service: a FastAPI app that starts, lists and stops training runs."""

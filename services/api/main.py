@@ -1,0 +1,66 @@
+"""The control API app: `create_app(settings)` wires settings, registry, launcher and routes; `serve` runs it."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.api.launchers import Launcher, make_launcher, reconcile
+from services.api.metrics import ApiMetrics, MetricsMiddleware
+from services.api.registry import ACTIVE, Registry
+from services.api.routes import health, runs
+from services.api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ApiSettings | None = None, *, registry: Registry | None = None,
+               launcher: Launcher | None = None) -> FastAPI:
+    """The FastAPI app.
+
+    Args:
+      settings: default: from the environment (`deps.get_settings`).
+      registry, launcher: default: built from the settings (a SQLite registry; the configured launcher).
+
+    Raises:
+      LaunchError: the configured launcher is not built yet.
+    """
+    if settings is None:
+        from services.api.deps import get_settings
+
+        settings = get_settings()
+    registry = registry if registry is not None else Registry(settings.registry_path)
+
+    def on_exit(run_id: str, status: str, reason: str | None) -> None:
+        registry.update(run_id, only_from=ACTIVE, status=status, reason=reason)
+
+    if launcher is None:
+        launcher = make_launcher(settings.launcher, on_exit, queue=settings.queue,
+                                 stop_timeout=settings.stop_timeout_s)
+    gone = reconcile(registry, launcher)  # runs of an earlier API process whose learners are gone
+    if gone:
+        log.warning("runs without processes after a restart, marked failed or stopped: %s", ", ".join(gone))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        launcher.close()
+
+    app = FastAPI(title="maddpg control API", version="0.1.0", lifespan=lifespan,
+                  description="Start, list and stop distributed MADDPG training runs.")
+    app.state.settings, app.state.registry, app.state.launcher = settings, registry, launcher
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.include_router(runs.router)
+    app.include_router(health.router)
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, settings: ApiSettings | None = None) -> None:
+    """Serves the API with uvicorn until SIGINT/SIGTERM (runs it started are stopped gracefully)."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

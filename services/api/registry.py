@@ -1,0 +1,129 @@
+"""The run registry: one SQLite row per run (stdlib sqlite3), so runs survive an API restart."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STATUSES = ("running", "stopping", "stopped", "finished", "failed")
+ACTIVE = ("running", "stopping")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    run_dir TEXT NOT NULL,
+    pids TEXT NOT NULL DEFAULT '[]',
+    endpoints TEXT NOT NULL DEFAULT '{}',
+    reason TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created);
+"""
+
+
+class DuplicateRunError(Exception):
+    """A run with this id is already registered."""
+
+
+@dataclass
+class RunRecord:
+    """One run as registered. `spec` is the run spec as a JSON-ready dict; `pids[0]` is the learner's."""
+
+    id: str
+    status: str
+    spec: dict
+    run_dir: str
+    pids: list[int] = field(default_factory=list)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    created: float = 0.0
+    updated: float = 0.0
+
+
+def _record(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(id=row["id"], status=row["status"], spec=json.loads(row["spec"]), run_dir=row["run_dir"],
+                     pids=json.loads(row["pids"]), endpoints=json.loads(row["endpoints"]), reason=row["reason"],
+                     created=row["created"], updated=row["updated"])
+
+
+class Registry:
+    """Runs in a SQLite file, safe to share between the API's threads.
+
+    Call order: `add` a run, `update` it as it changes, `get`/`list` it, `active` to reconcile.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+
+    def add(self, record: RunRecord) -> RunRecord:
+        """Registers a new run. Raises DuplicateRunError if its id is taken."""
+        now = time.time()
+        record.created = record.updated = now
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO runs (id, status, spec, run_dir, pids, endpoints, reason, created, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (record.id, record.status, json.dumps(record.spec), record.run_dir, json.dumps(record.pids),
+                     json.dumps(record.endpoints), record.reason, now, now))
+        except sqlite3.IntegrityError:
+            raise DuplicateRunError(record.id) from None
+        return record
+
+    def get(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _record(row) if row else None
+
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[RunRecord], int]:
+        """A page of runs, newest first, and how many runs match in all."""
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM runs {where}", args).fetchone()[0]
+            rows = self._db.execute(f"SELECT * FROM runs {where} ORDER BY created DESC, id LIMIT ? OFFSET ?",
+                                    (*args, limit, offset)).fetchall()
+        return [_record(r) for r in rows], total
+
+    def active(self) -> list[RunRecord]:
+        """Runs that should have live processes (running or stopping)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM runs WHERE status IN (?, ?)", ACTIVE).fetchall()
+        return [_record(r) for r in rows]
+
+    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, **fields) -> bool:
+        """Sets fields of a run (status, reason, pids, endpoints); with `only_from`, only if its status is one
+        of those. Returns whether a row changed."""
+        assert fields and set(fields) <= {"status", "reason", "pids", "endpoints"}, fields
+        assert fields.get("status", "running") in STATUSES, fields
+        values = {k: json.dumps(v) if k in ("pids", "endpoints") else v for k, v in fields.items()}
+        sets = ", ".join(f"{k} = ?" for k in values) + ", updated = ?"
+        args: list = [*values.values(), time.time(), run_id]
+        where = "id = ?"
+        if only_from:
+            where += f" AND status IN ({', '.join('?' * len(only_from))})"
+            args.extend(only_from)
+        with self._lock:
+            return self._db.execute(f"UPDATE runs SET {sets} WHERE {where}", args).rowcount > 0
+
+    def ping(self) -> None:
+        """Raises sqlite3.Error unless the registry answers."""
+        with self._lock:
+            self._db.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,130 @@
+"""Runs: start, list, show, stop, and their episode rewards."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.concurrency import run_in_threadpool
+
+from maddpg.runfolder import SPEC
+from maddpg.runspec import RunSpec
+from services.api.deps import Authorized, LauncherDep, RegistryDep, SettingsDep
+from services.api.launchers import LaunchError, reconcile
+from services.api.progress import read_progress, read_rewards
+from services.api.registry import DuplicateRunError, RunRecord
+from services.api.schemas import Progress, Rewards, RunCreate, RunOut, RunPage, RunStatus
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+_NOT_FOUND = {404: {"description": "no run with this id"}}
+
+
+def _time(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+def _out(record: RunRecord) -> RunOut:
+    return RunOut(id=record.id, status=record.status, spec=RunSpec.model_validate(record.spec),
+                  progress=Progress(**read_progress(Path(record.run_dir))), endpoints=record.endpoints,
+                  pids=record.pids, run_dir=record.run_dir, created=_time(record.created),
+                  updated=_time(record.updated), reason=record.reason)
+
+
+def _field_error(field: str, message: str, value) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors."""
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+        {"type": "value_error", "loc": ["body", field], "msg": message, "input": value}])
+
+
+def _check_limits(body: RunCreate, settings) -> None:
+    if body.explorers > settings.max_explorers:
+        raise _field_error("explorers", f"at most {settings.max_explorers} explorers per run "
+                                        f"(MADDPG_API_MAX_EXPLORERS)", body.explorers)
+    if body.envs_per_explorer > settings.max_envs_per_explorer:
+        raise _field_error("envs_per_explorer", f"at most {settings.max_envs_per_explorer} envs per explorer "
+                                                f"(MADDPG_API_MAX_ENVS_PER_EXPLORER)", body.envs_per_explorer)
+    for name in ("display", "benchmark"):
+        if getattr(body, name):
+            raise _field_error(name, f"{name} shows a trained policy; the API only trains", True)
+    if body.restore is not None:
+        raise _field_error("restore", "restoring through the API is not supported yet", body.restore)
+
+
+def _get(registry, run_id: str) -> RunRecord:
+    record = registry.get(run_id)
+    if record is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id!r}")
+    return record
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut, dependencies=[Authorized],
+             responses={409: {"description": "a run with this id exists"}})
+async def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep):
+    """Starts a learner and `explorers` explorers for the run spec; answers with the new run."""
+    _check_limits(body, settings)
+    run_id = body.run_id or f"run-{uuid.uuid4().hex[:12]}"
+    spec = body.spec()
+    run_dir = settings.runs_dir / run_id
+    if (run_dir / SPEC).exists():
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run folder {run_dir} already holds a run")
+    record = RunRecord(id=run_id, status="running", spec=spec.model_dump(mode="json"), run_dir=str(run_dir))
+    try:
+        registry.add(record)
+    except DuplicateRunError:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} exists") from None
+    try:
+        launched = await run_in_threadpool(launcher.start, run_id, spec, run_dir)
+    except LaunchError as e:
+        registry.update(run_id, status="failed", reason=str(e))
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from None
+    registry.update(run_id, pids=launched.pids, endpoints=launched.endpoints)
+    return _out(_get(registry, run_id))
+
+
+@router.get("", response_model=RunPage)
+def list_runs(registry: RegistryDep, launcher: LauncherDep,
+              status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> RunPage:
+    """Runs, newest first, optionally only those with one status."""
+    reconcile(registry, launcher)
+    records, total = registry.list(status_filter, limit, offset)
+    return RunPage(items=[_out(r) for r in records], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{run_id}", response_model=RunOut, responses=_NOT_FOUND)
+def get_run(run_id: str, registry: RegistryDep, launcher: LauncherDep) -> RunOut:
+    """A run's spec, status, progress and endpoints."""
+    record = _get(registry, run_id)
+    if record.status in ("running", "stopping"):
+        reconcile(registry, launcher)
+        record = _get(registry, run_id)
+    return _out(record)
+
+
+@router.post("/{run_id}/stop", status_code=status.HTTP_202_ACCEPTED, response_model=RunOut,
+             dependencies=[Authorized],
+             responses={**_NOT_FOUND, 409: {"description": "the run already finished or failed"}})
+def stop_run(run_id: str, registry: RegistryDep, launcher: LauncherDep) -> RunOut:
+    """Stops a run gracefully (its learner writes a final checkpoint); repeating it is harmless."""
+    record = _get(registry, run_id)
+    if record.status in ("finished", "failed"):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} already {record.status}; nothing to stop")
+    if record.status == "running" and registry.update(run_id, only_from=("running",), status="stopping"):
+        launcher.stop(record)
+    return _out(_get(registry, run_id))
+
+
+@router.get("/{run_id}/rewards", response_model=Rewards, responses=_NOT_FOUND)
+def get_rewards(run_id: str, registry: RegistryDep) -> Rewards:
+    """The episode-reward series (total and per agent) for plots."""
+    record = _get(registry, run_id)
+    columns = read_rewards(Path(record.run_dir))
+    return Rewards(episode=[int(v) for v in columns.get("episode", [])],
+                   env_steps=[int(v) for v in columns.get("env_steps", [])],
+                   reward=columns.get("reward", []),
+                   per_agent={k.removeprefix("reward_"): v for k, v in columns.items() if k.startswith("reward_")})

@@ -1,0 +1,140 @@
+"""Runs routes: validation, limits, 404/409, pagination, stop semantics, auth and the registry on restart."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.api.main import create_app
+from services.api.settings import ApiSettings
+from tests.unit.api.conftest import FakeLauncher
+
+SMALL = {"scenario": "simple", "explorers": 1, "envs_per_explorer": 2}
+
+
+def _fields(response) -> set[str]:
+    assert response.status_code == 422, response.text
+    return {item["loc"][-1] for item in response.json()["detail"]}
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"scenario": "nope"}, "scenario"),
+    ({"batch_size": -4}, "batch_size"),
+    ({"lr": 0}, "lr"),
+    ({"colour": "red"}, "colour"),
+    ({"explorers": 0}, "explorers"),
+    ({"explorers": 5}, "explorers"),  # above max_explorers = 4
+    ({"envs_per_explorer": 33}, "envs_per_explorer"),  # above max_envs_per_explorer = 32
+    ({"run_id": "Bad_Id"}, "run_id"),
+    ({"display": True}, "display"),
+])
+def test_a_bad_spec_is_422_naming_the_field(client, launcher, body, field):
+    assert field in _fields(client.post("/runs", json={**SMALL, **body}))
+    assert launcher.started == []
+
+
+def test_a_cross_field_rule_is_422_with_its_message(client):
+    response = client.post("/runs", json={**SMALL, "num_agents": 3})
+    assert response.status_code == 422 and "num_agents" in response.text
+
+
+def test_create_get_and_list(client, launcher):
+    created = client.post("/runs", json={**SMALL, "run_id": "one", "seed": 7})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["id"] == "one" and body["status"] == "running" and body["spec"]["seed"] == 7
+    assert body["progress"] == {"env_steps": 0, "episodes": 0, "updates": 0, "mean_reward_last_100": None,
+                                "newest_checkpoint": None}
+    assert body["endpoints"] == {"learner": "tcp://127.0.0.1:1"} and launcher.started == ["one"]
+    assert client.get("/runs/one").json()["spec"]["seed"] == 7
+    generated = client.post("/runs", json=SMALL).json()["id"]
+    assert generated.startswith("run-")
+    assert [r["id"] for r in client.get("/runs").json()["items"]] == [generated, "one"]
+
+
+def test_unknown_run_is_404(client):
+    assert client.get("/runs/nope").status_code == 404
+    assert client.post("/runs/nope/stop").status_code == 404
+    assert client.get("/runs/nope/rewards").status_code == 404
+
+
+def test_a_duplicate_run_id_is_409(client, launcher):
+    assert client.post("/runs", json={**SMALL, "run_id": "dup"}).status_code == 201
+    assert client.post("/runs", json={**SMALL, "run_id": "dup"}).status_code == 409
+    assert launcher.started == ["dup"]
+
+
+def test_stop_is_idempotent_and_409_once_finished(client, launcher, registry):
+    client.post("/runs", json={**SMALL, "run_id": "a"})
+    first = client.post("/runs/a/stop")
+    assert first.status_code == 202 and first.json()["status"] == "stopping"
+    assert client.post("/runs/a/stop").status_code == 202
+    assert launcher.stopped == ["a"]  # asked once
+    registry.update("a", status="stopped")
+    assert client.post("/runs/a/stop").json()["status"] == "stopped"
+    client.post("/runs", json={**SMALL, "run_id": "b"})
+    registry.update("b", status="finished")
+    assert client.post("/runs/b/stop").status_code == 409
+    registry.update("b", status="failed", reason="boom")
+    assert client.post("/runs/b/stop").status_code == 409
+
+
+def test_pagination_and_status_filter(client, registry):
+    for k in range(7):
+        client.post("/runs", json={**SMALL, "run_id": f"r{k}"})
+    for k in (1, 3, 5):
+        registry.update(f"r{k}", status="finished")
+    page = client.get("/runs", params={"limit": 3, "offset": 2}).json()
+    assert page["total"] == 7 and page["limit"] == 3 and [r["id"] for r in page["items"]] == ["r4", "r3", "r2"]
+    finished = client.get("/runs", params={"status": "finished"}).json()
+    assert finished["total"] == 3 and {r["id"] for r in finished["items"]} == {"r1", "r3", "r5"}
+    assert client.get("/runs", params={"status": "nonsense"}).status_code == 422
+    assert client.get("/runs", params={"limit": 0}).status_code == 422
+
+
+def test_a_vanished_run_is_reconciled_to_failed(client, launcher):
+    client.post("/runs", json={**SMALL, "run_id": "gone"})
+    launcher.dead.add("gone")
+    body = client.get("/runs/gone").json()
+    assert body["status"] == "failed" and "gone" in body["reason"]
+
+
+def test_token_guards_mutating_routes(tmp_path):
+    settings = ApiSettings(runs_dir=tmp_path, token="s3cret")
+    with TestClient(create_app(settings, launcher=FakeLauncher())) as c:
+        assert c.post("/runs", json=SMALL).status_code == 401
+        assert c.post("/runs", json=SMALL, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = c.post("/runs", json={**SMALL, "run_id": "x"}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 201
+        assert c.post("/runs/x/stop").status_code == 401
+        assert c.post("/runs/x/stop", headers={"Authorization": "Bearer s3cret"}).status_code == 202
+        assert c.get("/runs").status_code == 200 and c.get("/runs/x").status_code == 200  # reads stay open
+
+
+def test_the_registry_survives_a_new_app(tmp_path):
+    settings = ApiSettings(runs_dir=tmp_path)
+    with TestClient(create_app(settings, launcher=FakeLauncher())) as c:
+        c.post("/runs", json={**SMALL, "run_id": "kept"})
+        c.post("/runs", json={**SMALL, "run_id": "lost"})
+        c.post("/runs/kept/stop")
+    restarted = FakeLauncher()
+    restarted.dead.update({"kept", "lost"})  # their processes went with the old API
+    with TestClient(create_app(settings, launcher=restarted)) as c:
+        runs = {r["id"]: r for r in c.get("/runs").json()["items"]}
+        assert runs["kept"]["status"] == "stopped"
+        assert runs["lost"]["status"] == "failed" and "API restarted" in runs["lost"]["reason"]
+        assert runs["kept"]["spec"]["envs_per_explorer"] == 2
+
+
+def test_rewards_series_from_the_csv(client, settings):
+    client.post("/runs", json={**SMALL, "run_id": "rw"})
+    folder = settings.runs_dir / "rw"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rewards.csv").write_text(
+        "episode,env_steps,updates,wall_time_s,length,reward,reward_agent_0\n"
+        "1,25,0,0.5,25,-3.5,-3.5\n2,50,1,1.0,25,-2.5,-2.5\n3,75,2,1.")  # the last line is being written
+    rewards = client.get("/runs/rw/rewards").json()
+    assert rewards == {"episode": [1, 2], "env_steps": [25, 50], "reward": [-3.5, -2.5],
+                       "per_agent": {"agent_0": [-3.5, -2.5]}}
+    progress = client.get("/runs/rw").json()["progress"]
+    assert progress["episodes"] == 2 and progress["updates"] == 1 and progress["mean_reward_last_100"] == -3.0
