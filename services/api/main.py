@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from services.api.launchers import Launcher, make_launcher, reconcile
 from services.api.metrics import ApiMetrics, MetricsMiddleware
@@ -55,7 +60,17 @@ def create_app(settings: ApiSettings | None = None, *, registry: Registry | None
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(runs.router)
     app.include_router(health.router)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    """Starlette's 405 names only the first route's methods in `Allow`; name every method of the path."""
+    if exc.status_code != 405:
+        return await http_exception_handler(request, exc)
+    methods = sorted({method for route in request.app.routes if isinstance(route, APIRoute)
+                      and route.matches(request.scope)[0] != Match.NONE for method in route.methods})
+    return JSONResponse({"detail": exc.detail}, status_code=405, headers={"Allow": ", ".join(methods)})
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: ApiSettings | None = None) -> None:

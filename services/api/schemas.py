@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from maddpg.runspec import RunSpec
 
@@ -14,7 +14,9 @@ RUN_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label: also a 
 
 
 class RunCreate(RunSpec):
-    """A run spec (the same fields as `maddpg train`) plus an optional run id."""
+    """A run spec (the same fields as `maddpg train`) plus an optional run id. Strict: `false` is no number."""
+
+    model_config = ConfigDict(strict=True)
 
     explorers: int = Field(
         1, ge=1, le=64, description="explorer processes; the API launches distributed runs, so at least 1")

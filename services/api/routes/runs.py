@@ -21,6 +21,7 @@ from services.api.schemas import Progress, Rewards, RunCreate, RunOut, RunPage, 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 _NOT_FOUND = {404: {"description": "no run with this id"}}
+_AUTH = {401: {"description": "a bearer token is configured and the request lacks it"}}
 
 
 def _time(t: float) -> datetime:
@@ -62,7 +63,9 @@ def _get(registry, run_id: str) -> RunRecord:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut, dependencies=[Authorized],
-             responses={409: {"description": "a run with this id exists"}})
+             responses={**_AUTH, 400: {"description": "the body is not JSON"},
+                        409: {"description": "a run with this id exists"},
+                        503: {"description": "the launcher could not start the run"}})
 async def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep):
     """Starts a learner and `explorers` explorers for the run spec; answers with the new run."""
     _check_limits(body, settings)
@@ -108,7 +111,7 @@ def get_run(run_id: str, registry: RegistryDep, launcher: LauncherDep) -> RunOut
 
 @router.post("/{run_id}/stop", status_code=status.HTTP_202_ACCEPTED, response_model=RunOut,
              dependencies=[Authorized],
-             responses={**_NOT_FOUND, 409: {"description": "the run already finished or failed"}})
+             responses={**_NOT_FOUND, **_AUTH, 409: {"description": "the run already finished or failed"}})
 def stop_run(run_id: str, registry: RegistryDep, launcher: LauncherDep) -> RunOut:
     """Stops a run gracefully (its learner writes a final checkpoint); repeating it is harmless."""
     record = _get(registry, run_id)
