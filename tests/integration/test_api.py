@@ -48,35 +48,46 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-@pytest.fixture
-def api(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "MADDPG_API_RUNS_DIR": str(tmp_path / "runs"), "MADDPG_API_TOKEN": TOKEN,
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    log = open(tmp_path / "api.log", "wb")
-    server = subprocess.Popen([MADDPG, "api", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+class _Api:
+    """`maddpg api` on a free port with a runs folder, and an httpx client for it."""
 
-    def ready():
+    def __init__(self, tmp_path: Path, runs_dir: Path):
+        port = _free_port()
+        env = {**os.environ, "MADDPG_API_RUNS_DIR": str(runs_dir), "MADDPG_API_TOKEN": TOKEN,
+               "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.log_path = tmp_path / f"api-{port}.log"
+        self._log = open(self.log_path, "wb")
+        self.server = subprocess.Popen([MADDPG, "api", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                                       stdout=self._log, stderr=subprocess.STDOUT)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        _wait_for(self._ready, 60, "the API to answer /readyz")
+
+    def _ready(self) -> bool:
         try:
-            return client.get("/readyz").status_code == 200
+            return self.client.get("/readyz").status_code == 200
         except httpx.TransportError:
-            assert server.poll() is None, (tmp_path / "api.log").read_text()
+            assert self.server.poll() is None, self.log_path.read_text()
             return False
 
-    try:
-        _wait_for(ready, 60, "the API to answer /readyz")
-        yield client, tmp_path
-    finally:
-        client.close()
-        server.send_signal(signal.SIGINT)
+    def close(self, sig: int = signal.SIGINT) -> None:
+        self.client.close()
+        if self.server.poll() is None:
+            self.server.send_signal(sig)
         try:
-            server.wait(timeout=90)
+            self.server.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+            self.server.kill()
+            self.server.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def api(tmp_path):
+    server = _Api(tmp_path, tmp_path / "runs")
+    try:
+        yield server.client, tmp_path
+    finally:
+        server.close()
 
 
 def test_start_watch_stop_a_run_through_the_local_launcher(api):
@@ -117,3 +128,29 @@ def test_start_watch_stop_a_run_through_the_local_launcher(api):
         assert not Path(f"/proc/{pid}").exists() or pid not in _processes_mentioning("maddpg")
     metrics = client.get("/metrics").text
     assert 'maddpg_api_requests_total{method="POST",route="/runs/{run_id}/stop",status="202"}' in metrics
+
+
+def test_a_run_finishes_and_an_api_restart_marks_orphans_failed(tmp_path):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    first = _Api(tmp_path, tmp_path / "runs")
+    try:
+        short = first.client.post("/runs", json={**TINY, "num_episodes": 20, "run_id": "short"}, headers=auth)
+        long = first.client.post("/runs", json={**TINY, "run_id": "long"}, headers=auth)
+        assert short.status_code == 201 and long.status_code == 201, (short.text, long.text)
+        done = _wait_for(lambda: (b := first.client.get("/runs/short").json())["status"] != "running" and b, 120,
+                         "the short run to end")
+        assert done["status"] == "finished", done
+        assert done["progress"]["episodes"] == 20 and done["progress"]["newest_checkpoint"]
+        assert first.client.post("/runs/short/stop", headers=auth).status_code == 409
+        address = long.json()["endpoints"]["learner"]
+    finally:
+        first.close(signal.SIGKILL)  # the API dies; its children get SIGTERM (they die with their parent)
+    _wait_for(lambda: not _processes_mentioning(address), 60, "the orphaned run's processes to exit")
+
+    second = _Api(tmp_path, tmp_path / "runs")
+    try:
+        runs = {r["id"]: r for r in second.client.get("/runs").json()["items"]}
+        assert runs["short"]["status"] == "finished"
+        assert runs["long"]["status"] == "failed" and "API restarted" in runs["long"]["reason"]
+    finally:
+        second.close()
