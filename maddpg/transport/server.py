@@ -127,6 +127,8 @@ class InferenceServer:
             try:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
+                if len({r.explorer_id for _, r, _ in self._waiting}) >= len(self._explorers):
+                    return  # every registered explorer is waiting: nobody else can join this batch
                 if deadline is None:
                     deadline = time.perf_counter() + self._max_wait
                 remaining = deadline - time.perf_counter()
