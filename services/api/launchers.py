@@ -131,7 +131,10 @@ class LocalLauncher:
                 timer.daemon = True
                 timer.start()
         elif record.pids and _pid_alive(record.pids[0]):  # a run started before an API restart
-            os.kill(record.pids[0], signal.SIGINT)
+            try:
+                os.kill(record.pids[0], signal.SIGINT)
+            except ProcessLookupError:  # it ended meanwhile; reconcile marks it
+                pass
 
     @staticmethod
     def _kill_late(run: _LoggedRun) -> None:

@@ -15,11 +15,13 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MADDPG_API_", env_nested_delimiter="__", extra="ignore")
 
     runs_dir: Path = Field(Path("runs/api"), description="folder that holds one run folder per run")
-    registry: Path | None = Field(None, description="SQLite file of the run registry; default RUNS_DIR/registry.sqlite3")
+    registry: Path | None = Field(
+        None, description="SQLite file of the run registry; default RUNS_DIR/registry.sqlite3")
     launcher: Literal["local", "kubernetes"] = Field(
         "local", description="where runs execute: local (subprocesses of the API host) or kubernetes (not built yet)")
     max_explorers: int = Field(8, ge=1, le=64, description="most explorers one run may ask for")
-    max_envs_per_explorer: int = Field(256, ge=1, le=4096, description="most env copies per explorer one run may ask for")
+    max_envs_per_explorer: int = Field(
+        256, ge=1, le=4096, description="most env copies per explorer one run may ask for")
     token: SecretStr | None = Field(None, description="bearer token required on mutating routes (MADDPG_API_TOKEN)")
     queue: str = Field("local", description="replay queue of launched runs: local or a redis:// URL")
     stop_timeout_s: float = Field(120.0, gt=0, description="seconds a stopping learner gets for its final checkpoint")
