@@ -34,5 +34,7 @@ def _write_readme(out_dir: Path) -> None:
     """bench/results/README.md: one table per suite JSON in the folder."""
     parts = ["# Benchmark results", "", "Written by `make bench` (`maddpg bench all --out-dir bench/results`).", ""]
     for path in sorted(out_dir.glob("*.json")):
-        parts.append(markdown(json.loads(path.read_text())))
+        doc = json.loads(path.read_text())
+        if "suite" in doc:  # other result files (learning curves) live beside the suites
+            parts.append(markdown(doc))
     (out_dir / "README.md").write_text("\n".join(parts))
