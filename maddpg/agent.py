@@ -14,6 +14,8 @@ Call order::
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from maddpg.algo import heads as H
@@ -131,16 +133,26 @@ class MADDPGAgent:
         self.updates += 1
         return metrics
 
+    def _generators(self) -> dict[str, np.random.Generator]:
+        return {"rng/replay_sampling": self._rng, "rng/acting": self.policy.rng}
+
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        """The learner's arrays (weights, targets, optimizer slots, RNG) and the counters, for a checkpoint."""
+        """The learner's arrays (weights, targets, optimizer slots, TF and numpy RNG states) and the counters,
+        for a checkpoint."""
         arrays = {name: v.numpy() for name, v in self.learner.variables().items()}
+        for name, gen in self._generators().items():  # a bit generator's state is a JSON-able dict
+            arrays[name] = np.frombuffer(json.dumps(gen.bit_generator.state).encode(), np.uint8).copy()
         return arrays, {"env_steps": self.env_steps, "updates": self.updates}
 
     def restore(self, arrays: dict[str, np.ndarray], counters: dict[str, int]) -> None:
         """Loads a checkpoint's arrays; every variable must be matched with the same shape."""
         variables = self.learner.variables()
+        generators = self._generators()
+        for name, gen in generators.items():
+            if name in arrays:  # older checkpoints have none: the generators keep their seeded state
+                gen.bit_generator.state = json.loads(arrays[name].tobytes().decode())
         missing = sorted(set(variables) - set(arrays))
-        unused = sorted(set(arrays) - set(variables))
+        unused = sorted(set(arrays) - set(variables) - set(generators))
         if missing or unused:
             raise ValueError(f"checkpoint does not fit this learner: missing {missing[:5]}, unused {unused[:5]}")
         for name, var in variables.items():

@@ -38,7 +38,7 @@ class NumpyPolicy:
                  exploration: str = "sample", sigma: float = 0.2, theta: float = 0.15, num_envs: int = 1):
         self.heads = heads
         self.weights = weights
-        self._rng = rng
+        self.rng = rng
         self._noise = [make_noise(exploration, (num_envs, h.action_dim), sigma, theta, rng) for h in heads]
 
     def set_weights(self, weights: list[Weights]) -> None:
@@ -66,7 +66,7 @@ class NumpyPolicy:
                 a = H.mode(head, p) + eps[: p.shape[0]]
                 actions.append(np.clip(a, head.low, head.high).astype(np.float32))
             else:
-                actions.append(H.sample(head, p, self._rng))
+                actions.append(H.sample(head, p, self.rng))
         return actions
 
     def reset_noise(self, mask: np.ndarray) -> None:
@@ -79,4 +79,4 @@ class NumpyPolicy:
         return [H.to_env(h, a) for h, a in zip(self.heads, actions, strict=True)]
 
     def uniform(self, batch: int) -> list[np.ndarray]:
-        return [H.uniform(h, batch, self._rng) for h in self.heads]
+        return [H.uniform(h, batch, self.rng) for h in self.heads]

@@ -94,3 +94,15 @@ def test_warmup_acts_uniformly_then_the_policy_takes_over():
     assert set(np.unique(one_hot)) == {0.0, 1.0}  # uniform one-hot actions during warm-up
     soft = agent.buffer.gather(np.arange(8, 12)).action[0]
     assert not set(np.unique(soft)) <= {0.0, 1.0}  # Gumbel-softmax samples afterwards
+
+
+def test_a_restored_agent_continues_with_the_same_random_streams():
+    agent, _, _ = _run(30, num_envs=2)  # updates ran: weights, targets, optimizer and RNGs all moved
+    arrays, counters = agent.state()
+    twin, _, _ = _run(1, num_envs=2)
+    twin.restore(arrays, counters)
+    assert (twin.env_steps, twin.updates) == (agent.env_steps, agent.updates)
+    obs = [np.ones((2, 18), np.float32)] * 3
+    for a, b in zip(agent.act(obs), twin.act(obs)):
+        np.testing.assert_array_equal(a, b)  # same weights and same acting stream
+    np.testing.assert_array_equal(agent._rng.integers(0, 10**6, 8), twin._rng.integers(0, 10**6, 8))  # sampling
