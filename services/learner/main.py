@@ -39,7 +39,7 @@ class Pacer:
 
     def __init__(self, agent: MADDPGAgent, chunk_len: int, max_pending: int = 2):
         self._agent, self._chunk_len, self._max_pending = agent, chunk_len, max_pending
-        self.served_steps = 0
+        self.served_steps = agent.env_steps  # a restored learner counts on from its checkpoint
         self.held = 0
 
     def may_collect(self, envs: int, registered_envs: int) -> bool:
