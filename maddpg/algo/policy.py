@@ -56,8 +56,8 @@ class NumpyPolicy:
           noise: additive noise [B, action_dim_i] per agent for deterministic heads, drawn by the caller
             (the inference server keeps one process per explorer env); default: this policy's own processes.
         """
-        if noise is None:
-            noise = [None if n is None else n() for n in self._noise]
+        if noise is None:  # draw from our own processes only when the noise is used
+            noise = [None if n is None or not explore else n() for n in self._noise]
         actions = []
         for head, p, eps in zip(self.heads, self.params(obs), noise, strict=True):
             if not explore:
