@@ -48,7 +48,8 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per RunSpec field, its help taken from the field's description and default."""
     group = parser.add_argument_group("run spec (defaults are openai/maddpg's)")
     group.add_argument("--spec", type=Path, default=argparse.SUPPRESS, metavar="FILE",
-                       help="a run spec as JSON; flags given here override its fields")
+                       help="a run spec as JSON (or the JSON text itself in env MADDPG_RUN_SPEC, as Kubernetes "
+                            "pods get it); flags given here override its fields")
     for name, field in RunSpec.model_fields.items():
         annotation = field.annotation
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -75,6 +76,13 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
 def spec_from_args(ns: argparse.Namespace) -> RunSpec:
     """Builds the run spec from --spec FILE and the flags given; raises UserError naming the bad field."""
     data: dict = {}
+    if getattr(ns, "spec", None) is None and os.environ.get("MADDPG_RUN_SPEC"):
+        try:
+            data = json.loads(os.environ["MADDPG_RUN_SPEC"])
+        except json.JSONDecodeError as e:
+            raise UserError(f"MADDPG_RUN_SPEC: not a JSON run spec: {e}") from None
+        if not isinstance(data, dict):
+            raise UserError("MADDPG_RUN_SPEC: a run spec is a JSON object of its fields")
     if getattr(ns, "spec", None) is not None:
         try:
             data = json.loads(Path(ns.spec).read_text())

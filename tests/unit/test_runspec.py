@@ -57,3 +57,15 @@ def test_exploration_noise_resolves_to_a_deterministic_actor():
     spec = RunSpec(continuous_actions=True, exploration="ou")
     assert spec.resolved_action_dist == "deterministic"
     assert RunSpec(continuous_actions=True).resolved_action_dist == "gaussian"
+
+
+def test_learner_pods_take_the_spec_from_the_environment(monkeypatch):
+    """Kubernetes pods get their run spec as JSON text in MADDPG_RUN_SPEC; flags still override its fields."""
+    from services.cli import UserError, build_parser, spec_from_args
+
+    monkeypatch.setenv("MADDPG_RUN_SPEC", RunSpec(scenario="simple_tag", seed=7).to_json())
+    spec = spec_from_args(build_parser().parse_args(["learner", "--seed", "3"]))
+    assert (spec.scenario, spec.seed) == ("simple_tag", 3)
+    monkeypatch.setenv("MADDPG_RUN_SPEC", "{not json")
+    with pytest.raises(UserError, match="MADDPG_RUN_SPEC"):
+        spec_from_args(build_parser().parse_args(["learner"]))
