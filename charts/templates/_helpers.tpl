@@ -1,0 +1,100 @@
+{{/* Names, labels and derived settings shared by the templates. */}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "maddpg.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* RELEASE-CHART (or the release name alone when it already holds the chart name), at most 52 characters so
+that component suffixes still fit in 63. */}}
+{{- define "maddpg.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* CHART-VERSION for the helm.sh/chart label. */}}
+{{- define "maddpg.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels that select the pods of one component. Call with (dict "ctx" $ "component" "api"). */}}
+{{- define "maddpg.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "maddpg.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Every object's labels. part-of is the fixed value the launcher also puts on run pods (the PodMonitor selects it).
+Call with (dict "ctx" $ "component" "api"). */}}
+{{- define "maddpg.labels" -}}
+helm.sh/chart: {{ include "maddpg.chart" .ctx }}
+{{ include "maddpg.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: maddpg
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end -}}
+
+{{- define "maddpg.apiName" -}}
+{{- printf "%s-api" (include "maddpg.fullname" .) -}}
+{{- end -}}
+
+{{- define "maddpg.redisName" -}}
+{{- printf "%s-redis" (include "maddpg.fullname" .) -}}
+{{- end -}}
+
+{{/* The API's ServiceAccount. */}}
+{{- define "maddpg.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "maddpg.apiName" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ServiceAccount of run pods. */}}
+{{- define "maddpg.runServiceAccountName" -}}
+{{- if .Values.runs.serviceAccount.create -}}
+{{- default (printf "%s-run" (include "maddpg.fullname" .)) .Values.runs.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.runs.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The chart's image, REPOSITORY:TAG. */}}
+{{- define "maddpg.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The image of run pods: runs.image, each part defaulting to the chart's image. */}}
+{{- define "maddpg.runImage" -}}
+{{- $repository := default .Values.image.repository .Values.runs.image.repository -}}
+{{- $tag := default (default .Chart.AppVersion .Values.image.tag) .Values.runs.image.tag -}}
+{{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
+
+{{/* REDIS_URL: redis.external.url, or the bundled Redis's Service. */}}
+{{- define "maddpg.redisUrl" -}}
+{{- if .Values.redis.external.url -}}
+{{- .Values.redis.external.url -}}
+{{- else -}}
+{{- printf "redis://%s.%s.svc:6379/0" (include "maddpg.redisName" .) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* MADDPG_API_CHECKPOINT_URI: s3://BUCKET/PREFIX (no slash at either end of the prefix). */}}
+{{- define "maddpg.checkpointUri" -}}
+{{- $prefix := trimAll "/" .Values.s3.prefix -}}
+{{- if $prefix -}}
+{{- printf "s3://%s/%s" .Values.s3.bucket $prefix -}}
+{{- else -}}
+{{- printf "s3://%s" .Values.s3.bucket -}}
+{{- end -}}
+{{- end -}}
