@@ -27,10 +27,14 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def free_tcp_address() -> str:
+def free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+        return s.getsockname()[1]
+
+
+def free_tcp_address() -> str:
+    return f"tcp://127.0.0.1:{free_tcp_port()}"
 
 
 def console_script() -> str:
@@ -49,11 +53,15 @@ class LocalRun:
     def __init__(self, spec: RunSpec, run_dir: Path, quiet: bool = False, queue: str = "local"):
         self.spec, self.run_dir, self.quiet, self.queue = spec, Path(run_dir), quiet, queue
         self.address = free_tcp_address()
+        # Prometheus endpoints: role ("learner", "explorer-K") -> port
+        self.metrics_ports = {role: free_tcp_port() for role in
+                              ["learner", *(f"explorer-{k}" for k in range(spec.explorers))]}
         self.learner: subprocess.Popen | None = None
         self.explorers: list[subprocess.Popen] = []
 
     def _spawn(self, args: list[str], **kwargs) -> subprocess.Popen:
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+               "MADDPG_LOG_FORMAT": os.environ.get("MADDPG_LOG_FORMAT", "text")}
         return subprocess.Popen([console_script(), *args], env=env, preexec_fn=_die_with_parent, **kwargs)
 
     def start(self) -> None:
@@ -61,12 +69,13 @@ class LocalRun:
         spec_file = self.run_dir.parent / f".{self.run_dir.name}.launch-spec.json"
         spec_file.write_text(self.spec.to_json())
         args = ["learner", "--bind", self.address, "--run-dir", str(self.run_dir), "--spec", str(spec_file),
-                "--queue", self.queue]
+                "--queue", self.queue, "--metrics-port", str(self.metrics_ports["learner"])]
         self.learner = self._spawn(args + (["--quiet"] if self.quiet else []))
         for k in range(self.spec.explorers):
             self.explorers.append(self._spawn(
                 ["explorer", "--learner", self.address, "--envs", str(self.spec.envs_per_explorer),
-                 "--explorer-id", f"explorer-{k}"], stdout=subprocess.DEVNULL))
+                 "--explorer-id", f"explorer-{k}", "--metrics-port", str(self.metrics_ports[f"explorer-{k}"])],
+                stdout=sys.stderr))  # their few log lines join the learner's progress bar on the terminal
 
     def wait(self) -> int:
         """Waits for the learner; stops the explorers; returns the learner's exit code (130 on Ctrl-C)."""

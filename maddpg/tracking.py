@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +60,11 @@ class RunTracker:
       episodes: episodes already done (a restored run). progress: show a tqdm bar. desc: its label.
       checkpoint_uri: where checkpoints go: a folder, file:///path or s3://bucket/prefix (default: the run
         folder's checkpoints/). Checked at once: a store that cannot be listed stops the run before it starts.
+      on_checkpoint: called after each checkpoint write with its duration in seconds and whether it succeeded.
     """
 
     def __init__(self, run: RunFolder, agent, episodes: int = 0, progress: bool = True, desc: str = "train",
-                 checkpoint_uri: str | None = None):
+                 checkpoint_uri: str | None = None, on_checkpoint: Callable[[float, bool], None] | None = None):
         self.run, self.agent, self.episodes = run, agent, episodes
         self.spec = run.spec
         self.recent: deque[float] = deque(maxlen=100)
@@ -72,7 +74,7 @@ class RunTracker:
         self.store.list()  # fail fast: wrong credentials or a missing bucket, not hours later
         self.checkpoints_submitted = 0  # snapshots handed to the checkpointer, numbered 1, 2, ...
         self._submitted_episodes = -1
-        self.checkpointer = BackgroundCheckpointer(self._write)
+        self.checkpointer = BackgroundCheckpointer(self._write, on_done=on_checkpoint)
         self.stop = StopFlag()
         self._bar = tqdm(total=self.spec.num_episodes, initial=episodes, unit="ep", disable=not progress,
                          dynamic_ncols=True, desc=desc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from maddpg.runspec import RunSpec, format_validation_error
+from maddpg.telemetry.logs import FORMATS, default_format, setup_logging
 
 
 class UserError(Exception):
@@ -96,6 +98,18 @@ def spec_from_args(ns: argparse.Namespace) -> RunSpec:
         return RunSpec.model_validate(data)
     except ValidationError as e:
         raise UserError("invalid run spec:\n  " + format_validation_error(e).replace("\n", "\n  ")) from None
+
+
+def add_service_flags(parser: argparse.ArgumentParser, metrics: bool = True) -> None:
+    """--log-format for every service; --metrics-port for the learner and explorers (the API serves /metrics)."""
+    parser.add_argument("--log-format", choices=FORMATS, default=default_format(),
+                        help="json: one JSON object per line on stdout (timestamp, level, role, run_id, step, "
+                             "message; for kubectl logs); text: for a terminal (env MADDPG_LOG_FORMAT; default json)")
+    if metrics:
+        port = os.environ.get("MADDPG_METRICS_PORT")
+        parser.add_argument("--metrics-port", type=int, default=int(port) if port else None, metavar="PORT",
+                            help="serve Prometheus metrics at http://0.0.0.0:PORT/metrics (0: a free port, "
+                                 "logged at start; env MADDPG_METRICS_PORT; default: no metrics server)")
 
 
 # ---------------------------------------------------------------- commands
@@ -192,29 +206,32 @@ def cmd_learner(ns: argparse.Namespace) -> int:
     run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
     learner = Learner(spec, run_dir, ns.bind, max_batch=ns.max_batch, max_wait=ns.max_wait_ms / 1e3,
                       checkpoint_uri=os.environ.get("MADDPG_CHECKPOINT_URI"),
-                      queue=ns.queue, run_id=ns.run_id)
-    print(f"learner serving on {learner.address}", file=sys.stderr, flush=True)
+                      queue=ns.queue, run_id=ns.run_id, metrics_port=ns.metrics_port)
+    ns.log_context.run_id = learner.run_id
+    ns.log_context.step = lambda: learner.agent.env_steps
+    log = logging.getLogger("maddpg.learner")
+    log.info("learner serving on %s%s", learner.address,
+             f", metrics on port {learner.metrics_port}" if learner.metrics_port is not None else "")
     result = learner.train(progress=not ns.quiet)
-    print(f"{'interrupted' if result.interrupted else 'done'}: {result.episodes} episodes, {result.env_steps} env "
-          f"steps, {result.updates} updates in {result.seconds:.0f} s; mean episode reward (last 100, sum over "
-          f"agents): {result.mean_reward:.2f}")
+    log.info("%s: %d episodes, %d env steps, %d updates in %.0f s; mean episode reward (last 100, sum over "
+             "agents): %.2f", "interrupted" if result.interrupted else "done", result.episodes, result.env_steps,
+             result.updates, result.seconds, result.mean_reward)
     return 130 if result.interrupted else 0
 
 
 def cmd_explorer(ns: argparse.Namespace) -> int:
-    import logging
     import signal
 
     from maddpg.transport.client import TransportError
     from services.explorer.main import run_explorer
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if not ns.learner:
         raise UserError("--learner ADDRESS (or MADDPG_LEARNER_ADDRESS) is required, e.g. tcp://learner:5555")
     try:
         run_explorer(ns.learner, ns.explorer_id, ns.envs, seed=ns.seed, request_timeout=ns.request_timeout,
-                     give_up_after=ns.give_up_after)
+                     give_up_after=ns.give_up_after, metrics_port=ns.metrics_port,
+                     log_context=ns.log_context)
     except TransportError as e:
         raise UserError(str(e)) from None
     except KeyboardInterrupt:
@@ -304,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=float, default=0.5,
                    help="how long to wait for more requests before serving a batch (default: 0.5 ms)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_service_flags(p)
     add_spec_flags(p)
     p.set_defaults(func=cmd_learner)
 
@@ -321,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds without a reply before reconnecting and resending (default: 30)")
     p.add_argument("--give-up-after", type=float, default=120.0,
                    help="seconds without any answer from the learner before exiting with an error (default: 120)")
+    add_service_flags(p)
     p.set_defaults(func=cmd_explorer)
 
     p = sub.add_parser("api", help="the control API (FastAPI): start, list and stop runs",
@@ -331,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to listen on (env MADDPG_API_HOST; default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ.get("MADDPG_API_PORT", "8000")),
                    help="port to listen on (env MADDPG_API_PORT; default 8000)")
+    add_service_flags(p, metrics=False)
     p.set_defaults(func=cmd_api)
     return parser
 
@@ -341,16 +361,26 @@ def main(argv: list[str] | None = None) -> int:
     from maddpg.checkpoint import CheckpointError
     from maddpg.runfolder import RunFolderError
 
+    service = hasattr(ns, "log_format")  # learner, explorer, api: every message is a log record
+    if service:
+        ns.log_context = setup_logging(ns.role, ns.log_format)
+
+    def report(message: str) -> None:
+        if service:
+            logging.getLogger(f"maddpg.{ns.role}").error(message)
+        else:
+            print(f"maddpg {ns.role}: {message}", file=sys.stderr)
+
     try:
         return ns.func(ns)
     except (UserError, CheckpointError, RunFolderError) as e:
-        print(f"maddpg {ns.role}: error: {e}", file=sys.stderr)
+        report(f"error: {e}")
         return 2
     except ValueError as e:  # a spec that does not fit the scenario (e.g. an action_dist its spaces cannot take)
-        print(f"maddpg {ns.role}: error: {e}", file=sys.stderr)
+        report(f"error: {e}")
         return 2
     except KeyboardInterrupt:
-        print(f"maddpg {ns.role}: interrupted", file=sys.stderr)
+        report("interrupted")
         return 130
 
 

@@ -48,5 +48,6 @@ class LocalQueue:
     def ack(self, tokens: list[Any]) -> None:
         self.acked += len(tokens)
 
-    def qsize(self) -> int:
+    def depth(self) -> int:
+        """Chunks waiting to be read."""
         return self._q.qsize()

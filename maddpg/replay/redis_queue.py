@@ -153,6 +153,10 @@ class RedisQueue:
             floor = f"{ms}-{seq + 1}"  # everything delivered was acknowledged
         self._call(lambda: self._redis.xtrim(self.key, minid=floor, approximate=False), "XTRIM")
 
+    def depth(self) -> int:
+        """Chunks waiting to be read by the learner (the group's lag)."""
+        return self.lag()
+
     def length(self) -> int:
         return int(self._call(lambda: self._redis.xlen(self.key), "XLEN"))
 

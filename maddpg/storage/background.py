@@ -37,10 +37,12 @@ class BackgroundCheckpointer:
       write: writes one checkpoint; what it returns is kept as `stats.last_result`. Exceptions it raises are
         logged and counted, and the next job runs as usual.
       name: the thread's name.
+      on_done: called on the thread after each write with its duration in seconds and whether it succeeded.
     """
 
-    def __init__(self, write: Callable[[Any], Any], name: str = "checkpointer"):
-        self._write = write
+    def __init__(self, write: Callable[[Any], Any], name: str = "checkpointer",
+                 on_done: Callable[[float, bool], None] | None = None):
+        self._write, self._on_done = write, on_done
         self._cond = threading.Condition()
         self._pending: Any = None
         self._has_pending = self._busy = self._closed = False
@@ -87,6 +89,8 @@ class BackgroundCheckpointer:
             if error is not None:  # logged before `wait()` returns
                 log.warning("checkpoint failed (%d so far): %s", self.stats.failed + 1, error,
                             exc_info=None if _expected(error) else error)
+            if self._on_done is not None:
+                self._on_done(seconds, error is None)
             with self._cond:
                 self.stats.last_seconds = seconds
                 self.stats.total_seconds += seconds

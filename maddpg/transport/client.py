@@ -47,6 +47,7 @@ class InferenceClient:
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self._seq = 0
+        self.reconnects = 0  # times the socket was reopened after a silent learner
         self.acked: set[int] = set()
         self.welcome: Welcome | None = None
 
@@ -102,6 +103,7 @@ class InferenceClient:
             if time.monotonic() - started > self._give_up:
                 raise TransportError(f"learner at {self.address} did not answer for {self._give_up:.0f} s")
             log.warning("no reply from %s in %.0f s: reconnecting", self.address, self._timeout)
+            self.reconnects += 1
             self._open()
             if hello:
                 self._send(Hello(self.explorer_id, self.run_id, self.num_envs))

@@ -68,13 +68,15 @@ class InferenceServer:
       max_batch: most envs per inference batch. max_wait: seconds to wait for more requests.
       max_envs: most envs one explorer may own. max_bytes: largest accepted message.
       queue, run_id: where explorers send chunks ("local" or a redis:// URL) and the run's id (see Welcome).
+      on_batch: called after each served batch with its env count and the latency of each request in it
+        (seconds from arrival to reply), e.g. to observe metrics.
     """
 
     def __init__(self, bind: str, env_spec: EnvSpec, spec_json: str, act: ActFn, noise_factory: NoiseFactory,
                  act_dims: list[int], on_chunk: Callable[[Chunk], bool], may_collect: Callable[[int, int], bool],
                  *, max_batch: int = 1024, max_wait: float = 0.0005, max_envs: int = 4096,
                  max_bytes: int = 64 << 20, queue: str = "local", run_id: str = "",
-                 context: zmq.Context | None = None):
+                 on_batch: Callable[[int, list[float]], None] | None = None, context: zmq.Context | None = None):
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -87,7 +89,7 @@ class InferenceServer:
         self._obs_dims = env_spec.obs_dims
         self._act_dims = act_dims
         self._act, self._noise_factory = act, noise_factory
-        self._on_chunk, self._may_collect = on_chunk, may_collect
+        self._on_chunk, self._may_collect, self._on_batch = on_chunk, may_collect, on_batch
         self._max_batch, self._max_wait, self._max_envs, self._max_bytes = max_batch, max_wait, max_envs, max_bytes
         self._explorers: dict[str, _Explorer] = {}
         self._waiting: deque[tuple[bytes, InferenceRequest, float]] = deque()
@@ -106,6 +108,11 @@ class InferenceServer:
     def stop_explorers(self, reason: str) -> None:
         """From now on every explorer request is answered with Stop (thread-safe: a flag read by the loop)."""
         self._stop_reason = reason
+
+    @property
+    def num_explorers(self) -> int:
+        """Explorers registered (safe to read from another thread)."""
+        return len(self._explorers)
 
     @property
     def explorers(self) -> dict[str, str]:
@@ -225,11 +232,15 @@ class InferenceServer:
         actions = self._act(obs, noise)
         start = 0
         now = time.perf_counter()
+        latencies = []
         for identity, req, t0 in batch:
             e = req.obs[0].shape[0]
             self._send(identity, InferenceReply(req.seq, [a[start:start + e] for a in actions]))
             start += e
-            self.stats.latencies_s.append(now - t0)
+            latencies.append(now - t0)
+        self.stats.latencies_s.extend(latencies)
+        if self._on_batch is not None:
+            self._on_batch(envs, latencies)
         self.stats.requests += len(batch)
         self.stats.batches += 1
         self.stats.envs_served += envs

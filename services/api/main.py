@@ -14,7 +14,8 @@ from starlette.routing import Match
 
 from services.api.launchers import Launcher, make_launcher, reconcile
 from services.api.metrics import ApiMetrics, MetricsMiddleware
-from services.api.registry import ACTIVE, Registry
+from services.api.progress import ProgressReader
+from services.api.registry import ACTIVE, Registry, RegistryError, make_registry
 from services.api.routes import health, runs
 from services.api.settings import ApiSettings
 
@@ -27,23 +28,27 @@ def create_app(settings: ApiSettings | None = None, *, registry: Registry | None
 
     Args:
       settings: default: from the environment (`deps.get_settings`).
-      registry, launcher: default: built from the settings (a SQLite registry; the configured launcher).
+      registry, launcher: default: built from the settings (Redis with a Redis URL, else SQLite; the
+        configured launcher).
 
     Raises:
-      LaunchError: the configured launcher is not built yet.
+      LaunchError: the kubernetes launcher finds no cluster.
+      RegistryError: the registry cannot be read to reconcile it.
     """
     if settings is None:
         from services.api.deps import get_settings
 
         settings = get_settings()
-    registry = registry if registry is not None else Registry(settings.registry_path)
+    registry = registry if registry is not None else make_registry(settings)
 
     def on_exit(run_id: str, status: str, reason: str | None) -> None:
         registry.update(run_id, only_from=ACTIVE, status=status, reason=reason)
 
     if launcher is None:
-        launcher = make_launcher(settings.launcher, on_exit, queue=settings.queue,
-                                 stop_timeout=settings.stop_timeout_s)
+        launcher = make_launcher(settings, on_exit)
+    if settings.launcher == "kubernetes" and not settings.checkpoint_uri:
+        log.warning("MADDPG_API_CHECKPOINT_URI is not set: kubernetes runs keep their checkpoints in the learner "
+                    "pod's emptyDir (lost with the pod) and report no progress")
     gone = reconcile(registry, launcher)  # runs of an earlier API process whose learners are gone
     if gone:
         log.warning("runs without processes after a restart, marked failed or stopped: %s", ", ".join(gone))
@@ -57,11 +62,19 @@ def create_app(settings: ApiSettings | None = None, *, registry: Registry | None
                   description="Start, list and stop distributed MADDPG training runs.")
     app.state.settings, app.state.registry, app.state.launcher = settings, registry, launcher
     app.state.metrics = ApiMetrics()
+    app.state.progress = ProgressReader({"endpoint_url": settings.s3_endpoint} if settings.s3_endpoint else None)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(runs.router)
     app.include_router(health.router)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RegistryError, _registry_error)
     return app
+
+
+async def _registry_error(request: Request, exc: RegistryError):
+    """A registry that cannot be reached (Redis down) makes the API unavailable, not broken: 503."""
+    log.warning("registry: %s", exc)
+    return JSONResponse({"detail": f"the run registry is unavailable: {exc}"}, status_code=503)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -74,8 +87,11 @@ async def _http_error(request: Request, exc: StarletteHTTPException):
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: ApiSettings | None = None) -> None:
-    """Serves the API with uvicorn until SIGINT/SIGTERM (runs it started are stopped gracefully)."""
+    """Serves the API with uvicorn until SIGINT/SIGTERM (runs it started are stopped gracefully).
+
+    Logging is the caller's (`maddpg.telemetry.logs.setup_logging`): uvicorn's records, access log included,
+    go through the root logger's handler, JSON lines by default.
+    """
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -16,8 +18,10 @@ from maddpg.algo.heads import make_heads, to_env
 from maddpg.envs.mpe import make_env
 from maddpg.episodes import EpisodeTracker
 from maddpg.runspec import RunSpec
+from maddpg.telemetry.logs import LogContext
 from maddpg.transport.client import InferenceClient, StopRun
 from maddpg.types import Chunk, Transition
+from services.explorer.metrics import ExplorerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +64,13 @@ class ChunkBuilder:
                           [flat(o) for o in self._next], flat(self._done))
 
 
-def chunk_sink(client: InferenceClient, redis_url: str | None = None) -> Callable[[dict], None]:
+def chunk_sink(client: InferenceClient, redis_url: str | None = None) -> tuple[Callable[[dict], None], Any]:
     """Where chunks go: over the ZeroMQ connection into the learner's local queue, or into the run's Redis
-    stream when the learner's Welcome names one (`redis_url`, e.g. from REDIS_URL, overrides its address)."""
+    stream when the learner's Welcome names one (`redis_url`, e.g. from REDIS_URL, overrides its address).
+    Returns the send function and the RedisQueue (None for the local queue)."""
     welcome = client.welcome
     if welcome is None or welcome.queue == "local":
-        return client.send_chunk
+        return client.send_chunk, None
     from maddpg.replay.redis_queue import RedisQueue
 
     queue = RedisQueue(redis_url or welcome.queue, welcome.run_id)
@@ -73,12 +78,16 @@ def chunk_sink(client: InferenceClient, redis_url: str | None = None) -> Callabl
 
     def put(fields: dict) -> None:
         queue.put(Chunk(client.explorer_id, client.run_id, next(seq), **fields))
-    return put
+    return put, queue
 
 
 def run_explorer(learner: str, explorer_id: str, num_envs: int, *, seed: int | None = None,
-                 request_timeout: float = 30.0, give_up_after: float = 120.0) -> int:
+                 request_timeout: float = 30.0, give_up_after: float = 120.0, metrics_port: int | None = None,
+                 log_context: LogContext | None = None) -> int:
     """Explores until the learner ends the run; returns the env steps taken.
+
+    `metrics_port`: serve Prometheus metrics there once connected (0: a free port; None: no server).
+    `log_context`: gets the run id and the step count once connected.
 
     Raises:
       TransportError: the learner was unreachable for `give_up_after` seconds or refused the explorer.
@@ -86,7 +95,12 @@ def run_explorer(learner: str, explorer_id: str, num_envs: int, *, seed: int | N
     client = InferenceClient(learner, explorer_id, num_envs, request_timeout=request_timeout,
                              give_up_after=give_up_after)
     spec = RunSpec.model_validate_json(client.connect())
-    send_chunk = chunk_sink(client, os.environ.get("REDIS_URL"))
+    send_chunk, queue = chunk_sink(client, os.environ.get("REDIS_URL"))
+    metrics = ExplorerMetrics(client.welcome.run_id, client, queue)
+    if log_context is not None:
+        log_context.run_id, log_context.step = client.welcome.run_id, lambda: metrics.env_steps
+    if metrics_port is not None:
+        log.info("explorer %s: metrics on port %d", explorer_id, metrics.service.serve(metrics_port))
     env = make_env(spec, num_envs=num_envs)
     heads = make_heads(env.spec, spec.resolved_action_dist)
     builder = ChunkBuilder(spec.chunk_len, num_envs, env.spec.obs_dims, [h.action_dim for h in heads])
@@ -97,26 +111,31 @@ def run_explorer(learner: str, explorer_id: str, num_envs: int, *, seed: int | N
     obs = env.reset(seed=seed)
     reward = np.zeros((num_envs, env.spec.num_agents), np.float32)
     done = np.ones(num_envs, bool)  # every env starts an episode
-    steps = 0
     log.info("explorer %s (run %s): %d envs of %s, learner %s", explorer_id, client.run_id, num_envs,
              spec.scenario, learner)
     try:
         while True:
+            sent = time.perf_counter()
             actions = client.infer(obs, reward, done)
+            metrics.round_trip.observe(time.perf_counter() - sent)
             step = env.step([to_env(h, a) for h, a in zip(heads, actions)])
             ended = step.terminated | step.truncated
-            finished.extend(tracker.add(step.reward, ended))
-            steps += num_envs
+            episodes = tracker.add(step.reward, ended)
+            finished.extend(episodes)
+            metrics.episodes_ended(episodes)
+            metrics.env_steps += num_envs
             if builder.add(obs, actions, step.reward, step.next_obs, step.terminated):
                 rewards = np.array([e.per_agent for e in finished], np.float32).reshape(-1, env.spec.num_agents)
                 lengths = np.array([e.length for e in finished], np.int32)
                 send_chunk({"transitions": builder.take(), "episode_rewards": rewards,
                             "episode_lengths": lengths})
+                metrics.chunks += 1
                 finished = []
             obs, reward, done = step.obs, step.reward, ended
     except StopRun as stop:
-        log.info("explorer %s: %s after %d env steps", explorer_id, stop, steps)
+        log.info("explorer %s: %s after %d env steps", explorer_id, stop, metrics.env_steps)
     finally:
         client.close()
         env.close()
-    return steps
+        metrics.service.close()
+    return metrics.env_steps

@@ -26,6 +26,7 @@ from maddpg.runspec import RunSpec
 from maddpg.tracking import RunTracker, TrainResult
 from maddpg.transport.codec import chunk_problem
 from maddpg.transport.server import InferenceServer
+from services.learner.metrics import LearnerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,12 @@ class Learner:
       checkpoint_uri: the checkpoint store (default: the run folder's checkpoints/).
       queue: the replay queue: None or "local" (chunks over ZeroMQ into memory) or a redis:// URL.
       run_id: names the run's Redis stream (default: the run folder's name); a restarted learner must reuse it.
+      metrics_port: serve Prometheus metrics on this port (0: a free one, see `metrics_port`; None: no server).
     """
 
     def __init__(self, spec: RunSpec, run_dir: Path, bind: str, *, max_batch: int = 1024,
                  max_wait: float = 0.0005, queue: str | None = None, run_id: str | None = None,
-                 checkpoint_uri: str | None = None):
+                 checkpoint_uri: str | None = None, metrics_port: int | None = None):
         configure_threads(spec.tf_threads)
         self.spec, self._checkpoint_uri = spec, checkpoint_uri
         env_spec = build_env_spec(spec)
@@ -94,8 +96,11 @@ class Learner:
             lambda e: [make_noise(spec.exploration, (e, h.action_dim), spec.exploration_sigma, spec.ou_theta,
                                   noise_rng) for h in heads],
             self._act_dims, self._local_chunk, self.pacer.may_collect, max_batch=max_batch,
-            max_wait=max_wait, queue=self.queue_url, run_id=self.run_id)
+            max_wait=max_wait, queue=self.queue_url, run_id=self.run_id,
+            on_batch=lambda envs, latencies: self.metrics.observe_batch(envs, latencies))
         self.address = self.server.address
+        self.metrics = LearnerMetrics(self)
+        self.metrics_port = None if metrics_port is None else self.metrics.service.serve(metrics_port)
         self._stop_serving = threading.Event()
         self._thread = threading.Thread(target=self.server.serve, args=(self._stop_serving,), daemon=True,
                                         name="inference")
@@ -115,7 +120,8 @@ class Learner:
     def train(self, progress: bool = True) -> TrainResult:
         """Serves and trains until `num_episodes` episodes ended (or Ctrl-C); writes the run folder."""
         tracker = RunTracker(self.run, self.agent, self._episodes0, progress, f"learner {self.spec.scenario}",
-                             self._checkpoint_uri)
+                             self._checkpoint_uri, on_checkpoint=self.metrics.observe_checkpoint)
+        self.metrics.tracker = tracker
         self.agent.warm_up()  # compile before serving: explorers would otherwise wait on the first update
         self._thread.start()
         # Chunks are acknowledged once a checkpoint covers them: after a crash every chunk is either in the
@@ -141,7 +147,10 @@ class Learner:
                                 covered[snapshots] = unacked
                                 unacked = []
                 self._acknowledge(covered, tracker.checkpoints_written)
-                self.agent.update()
+                due, start = self.agent.pending_updates, time.perf_counter()
+                losses = self.agent.update()
+                if losses is not None:
+                    self.metrics.observe_updates(time.perf_counter() - start, due, losses)
         finally:
             self.server.stop_explorers("the run is over")
             result = tracker.finish()  # waits for the final checkpoint, which covers every chunk inserted
@@ -149,4 +158,5 @@ class Learner:
             time.sleep(0.3)  # the server answers the explorers still waiting with Stop
             self._stop_serving.set()
             self._thread.join(timeout=5)
+            self.metrics.service.close()
         return result

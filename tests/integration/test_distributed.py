@@ -1,6 +1,7 @@
 """Local distributed runs as real processes: a learner and explorers started through the console script."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -142,4 +143,6 @@ def test_an_explorer_without_a_learner_gives_up_with_a_clear_error():
     result = run("explorer", "--learner", free_tcp_address(), "--request-timeout", "0.5", "--give-up-after", "2",
                  timeout=60)
     assert result.returncode == 2
-    assert "did not answer" in result.stderr and "Traceback" not in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # the services log JSON lines on stdout
+    assert lines[-1]["level"] == "ERROR" and "did not answer" in lines[-1]["message"]
+    assert "Traceback" not in result.stdout + result.stderr

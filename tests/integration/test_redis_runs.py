@@ -86,7 +86,7 @@ def test_a_learner_killed_mid_run_resumes_and_loses_no_acknowledged_chunk(tmp_pa
         assert unacked > 0
 
         second = learner("--restore", str(run_dir))
-        for line in second.stderr:  # printed once the run folder is reopened (and cut back to the checkpoint)
+        for line in second.stdout:  # logged once the run folder is reopened (and cut back to the checkpoint)
             if "learner serving on" in line:
                 break
         deadline = time.time() + 120

@@ -173,7 +173,7 @@ def test_a_restarted_explorer_gets_a_fresh_state_and_its_old_chunks_are_refused(
     stale = Chunk("explorer-0", old_run, 3, t, np.zeros((0, 2), np.float32), np.zeros(0, np.int32))
     assert _ask(raw, [bytes(f) for f in encode(stale)]).code == "stale_run"
     served.close()
-    assert served.server.stats.restarts == 1 and served.queue.qsize() == 0
+    assert served.server.stats.restarts == 1 and served.queue.depth() == 0
 
 
 def test_pacing_holds_replies_until_the_trainer_catches_up(address):

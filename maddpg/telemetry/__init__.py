@@ -1,0 +1,1 @@
+"""Telemetry of the services: Prometheus metrics and structured logs."""

@@ -1,0 +1,91 @@
+"""What the learner exports to Prometheus: training progress, the inference server, the replay queue,
+updates and losses per agent, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from maddpg.replay.redis_queue import QueueError
+from maddpg.telemetry.metrics import BATCH_BUCKETS, CHECKPOINT_BUCKETS, LATENCY_BUCKETS, Sample, ServiceMetrics
+
+if TYPE_CHECKING:
+    from maddpg.tracking import RunTracker
+    from services.learner.main import Learner
+
+log = logging.getLogger(__name__)
+
+
+class LearnerMetrics:
+    """The learner's metrics: histograms observed as things happen, the rest read from the learner on scrape."""
+
+    def __init__(self, learner: Learner):
+        self._learner = learner
+        self.tracker: RunTracker | None = None  # set once training starts
+        self._losses: dict[str, np.ndarray] | None = None
+        self.service = m = ServiceMetrics("learner", learner.run_id)
+        self._batch = m.histogram("maddpg_inference_batch_size", "envs answered per inference batch", BATCH_BUCKETS)
+        self._latency = m.histogram("maddpg_inference_latency_seconds",
+                                    "time from an inference request's arrival to its reply", LATENCY_BUCKETS)
+        self._update = m.histogram("maddpg_update_duration_seconds", "time of one all-agent MADDPG update",
+                                   LATENCY_BUCKETS)
+        self._checkpoint = m.histogram("maddpg_checkpoint_duration_seconds",
+                                       "time to write one checkpoint (successful or not)", CHECKPOINT_BUCKETS)
+        m.read(self._read)
+
+    def observe_batch(self, envs: int, latencies: list[float]) -> None:
+        self._batch.observe(envs)
+        for seconds in latencies:
+            self._latency.observe(seconds)
+
+    def observe_updates(self, seconds: float, count: int, losses: dict[str, np.ndarray]) -> None:
+        """`count` updates took `seconds` together; `losses` are the last one's (q_loss, p_loss, q per agent)."""
+        for _ in range(count):
+            self._update.observe(seconds / count)
+        self._losses = losses
+
+    def observe_checkpoint(self, seconds: float, ok: bool) -> None:
+        self._checkpoint.observe(seconds)
+
+    def _read(self) -> Iterator[Sample]:
+        learner, tracker = self._learner, self.tracker
+        agent, stats = learner.agent, learner.server.stats
+        yield Sample("maddpg_env_steps", "counter", "env steps inserted into the replay buffer", agent.env_steps)
+        yield Sample("maddpg_updates", "counter", "all-agent MADDPG updates run", agent.updates)
+        yield Sample("maddpg_replay_buffer_transitions", "gauge", "transitions in the replay buffer",
+                     len(agent.buffer))
+        yield Sample("maddpg_pending_updates", "gauge", "updates due but not run yet", agent.pending_updates)
+        if tracker is not None:
+            yield Sample("maddpg_episodes", "counter", "episodes finished", tracker.episodes)
+            if not math.isnan(tracker.mean_reward):
+                yield Sample("maddpg_episode_reward", "gauge",
+                             "mean episode reward (sum over agents) of the last 100 episodes", tracker.mean_reward)
+            cp = tracker.checkpointer.stats
+            yield Sample("maddpg_checkpoints", "counter", "checkpoints written", cp.written)
+            yield Sample("maddpg_checkpoint_failures", "counter", "checkpoint writes that failed", cp.failed)
+        try:
+            yield Sample("maddpg_replay_queue_depth", "gauge", "chunks waiting in the replay queue",
+                         learner.queue.depth())
+        except QueueError as e:
+            log.warning("replay queue depth unknown: %s", e)
+        yield Sample("maddpg_inference_requests", "counter", "inference requests answered", stats.requests)
+        yield Sample("maddpg_inference_batches", "counter", "inference batches run", stats.batches)
+        yield Sample("maddpg_chunks", "counter", "transition chunks received over ZeroMQ", stats.chunks)
+        for code, count in sorted(stats.errors.items()):
+            yield Sample("maddpg_inference_errors", "counter", "messages refused or dropped, by error code", count,
+                         {"code": code})
+        yield Sample("maddpg_explorers", "gauge", "explorers registered with the inference server",
+                     learner.server.num_explorers)
+        yield Sample("maddpg_pacing_holds", "counter",
+                     "inference batches held back because the trainer was behind (back-pressure)", learner.pacer.held)
+        if self._losses is not None:
+            names = agent.env_spec.agent_ids
+            for key, name, help_text in (("q_loss", "maddpg_critic_loss", "critic loss of the last update"),
+                                         ("p_loss", "maddpg_actor_loss", "actor loss of the last update"),
+                                         ("q", "maddpg_q_value", "mean Q of the last update's batch")):
+                for agent_name, value in zip(names, self._losses[key]):
+                    yield Sample(name, "gauge", help_text, float(value), {"agent": agent_name})
