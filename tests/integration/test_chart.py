@@ -5,7 +5,9 @@ values schema that names the bad field."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -23,11 +25,11 @@ RELEASE, NAMESPACE = "maddpg", "ml"
 KUBE_VERSIONS = ("1.25.0", "1.37.0")
 MONITORING = "monitoring.coreos.com/v1"  # Prometheus Operator CRDs: unknown to kubernetes-validate
 
-# The rules of services/api/launchers/kubernetes.py (RBAC_RULES) when that module exists; these otherwise.
+# What the kubernetes launcher calls (services/api/launchers/kubernetes.py RBAC_RULES, which the Role is also
+# compared with): Jobs and the learner's Service, nothing cluster-wide, no pods, no secrets.
 EXPECTED_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "get", "list", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete"]},
 ]
 
 S3 = {"enabled": True, "endpoint": "http://minio.minio:9000", "bucket": "maddpg-ckpt", "prefix": "team/a/",
@@ -95,10 +97,10 @@ def normalized_rules(rules) -> set[tuple[str, str, frozenset]]:
 
 def launcher_rules():
     try:
-        from services.api.launchers.kubernetes import RBAC_RULES
-    except ImportError:
+        module = importlib.import_module("services.api.launchers.kubernetes")
+    except ModuleNotFoundError:  # a tree without the kubernetes launcher
         return EXPECTED_RULES
-    return RBAC_RULES
+    return module.RBAC_RULES
 
 
 @pytest.fixture(scope="module", params=list(VALUE_SETS))
@@ -208,7 +210,7 @@ def test_api_env_defaults():
     assert env["MADDPG_API_RUNS_DIR"]["value"] == "/data/runs"
     assert env["MADDPG_API_RUN_SERVICE_ACCOUNT"]["value"] == "maddpg-run"
     assert env["MADDPG_LOG_FORMAT"]["value"] == "json"
-    assert env["REDIS_URL"]["value"] == env["MADDPG_API_QUEUE"]["value"] == "redis://maddpg-redis.ml.svc:6379/0"
+    assert env["REDIS_URL"]["value"] == "redis://maddpg-redis.ml.svc:6379/0"
     for absent in ("MADDPG_API_CHECKPOINT_URI", "MADDPG_API_S3_ENDPOINT", "MADDPG_API_S3_SECRET", "MADDPG_API_TOKEN",
                    "MADDPG_METRICS_PORT"):
         assert absent not in env
@@ -227,6 +229,31 @@ def test_api_env_with_s3_and_a_token_secret():
     env = env_of(api_container(render({"s3": {"enabled": True, "bucket": "b-1", "prefix": ""}})))
     assert env["MADDPG_API_CHECKPOINT_URI"]["value"] == "s3://b-1"
     assert "MADDPG_API_S3_ENDPOINT" not in env and "MADDPG_API_S3_SECRET" not in env
+
+
+def test_api_settings_read_every_variable_the_chart_sets(monkeypatch):
+    """The env the chart gives the API, fed to the API's own settings class: same names, values it accepts."""
+    from services.api.settings import ApiSettings
+
+    container = api_container(render(VALUE_SETS["s3-token"]))
+    for name in [n for n in os.environ if n.startswith("MADDPG_API_") or n == "REDIS_URL"]:
+        monkeypatch.delenv(name)
+    resolved = {"fieldRef": NAMESPACE, "secretKeyRef": "the-token"}
+    for var in container["env"]:
+        value = var["value"] if "value" in var else resolved[next(iter(var["valueFrom"]))]
+        monkeypatch.setenv(var["name"], value)
+        if var["name"].startswith("MADDPG_API_"):
+            field = var["name"].removeprefix("MADDPG_API_").lower()
+            assert field in ApiSettings.model_fields, f"{var['name']}: no such setting in services/api/settings.py"
+    settings = ApiSettings()
+    assert settings.launcher == "kubernetes" and settings.namespace == NAMESPACE
+    assert settings.image == "maddpg:0.1.0" and settings.image_pull_policy == "IfNotPresent"
+    assert settings.run_service_account == "maddpg-run"
+    assert settings.runs_dir == Path("/data/runs")
+    assert settings.redis_url == "redis://maddpg-redis.ml.svc:6379/0"
+    assert settings.checkpoint_uri == "s3://maddpg-ckpt/team/a"
+    assert settings.s3_endpoint == "http://minio.minio:9000" and settings.s3_secret == "s3-creds"
+    assert settings.token.get_secret_value() == "the-token"
 
 
 def test_run_pods_image_and_service_account_follow_values():
@@ -296,7 +323,7 @@ def test_external_redis_replaces_the_bundled_one():
     objects = render(VALUE_SETS["external-redis"])
     assert not [o for o in objects if o["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"]
     env = env_of(api_container(objects))
-    assert env["REDIS_URL"]["value"] == env["MADDPG_API_QUEUE"]["value"] == "redis://redis.shared:6379/2"
+    assert env["REDIS_URL"]["value"] == "redis://redis.shared:6379/2"
 
 
 # ---------------------------------------------------------------- Prometheus Operator objects (checked by hand)
