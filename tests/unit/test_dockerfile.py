@@ -4,11 +4,13 @@ context (checked against the repository and .dockerignore), and linted with hado
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -202,6 +204,31 @@ def test_ignore_matcher_follows_docker_rules():
     assert excluded("x.txt", rules) and excluded("dir/y", rules)
     assert not excluded("keep/a.py", rules) and excluded("keep/a.log", rules) and excluded("keep/deep/b.log", rules)
     assert excluded("keep/drop/c.py", rules) and excluded("anchored.txt", rules)
+
+
+def build_context(rules: list[tuple[bool, re.Pattern]], into: Path) -> None:
+    """Copies what the Docker CLI would send as the build context (folders it leaves out are not entered)."""
+    for folder, dirs, files in os.walk(ROOT):
+        rel = Path(folder).relative_to(ROOT)
+        dirs[:] = [d for d in dirs if not excluded((rel / d).as_posix(), rules)]
+        for name in files:
+            if not excluded((rel / name).as_posix(), rules):
+                (into / rel).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(folder) / name, into / rel / name)
+
+
+def test_builder_install_from_the_context_ships_every_module(rules, tmp_path):
+    """The builder's non-editable `pip install .`, reduced to building the wheel from the context the CLI sends."""
+    context = tmp_path / "context"
+    build_context(rules, context)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    "--wheel-dir", str(tmp_path / "dist"), str(context)], check=True, capture_output=True,
+                   timeout=120)
+    (wheel,) = (tmp_path / "dist").glob("maddpg-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    sources = {p.relative_to(ROOT).as_posix() for top in ("maddpg", "services") for p in (ROOT / top).rglob("*.py")
+               if "__pycache__" not in p.parts}
+    assert sources <= shipped, f"modules a non-editable install leaves out: {sorted(sources - shipped)}"
 
 
 # ---------------------------------------------------------------- hadolint
