@@ -39,6 +39,11 @@ class _Explorer:
     last_seen: float = field(default_factory=time.monotonic)
 
 
+# Every code a refused or dropped message is counted under (codec errors, checks, a full client queue).
+ERROR_CODES = ("empty", "bad_header", "bad_version", "bad_type", "bad_fields", "bad_frames", "bad_dtype", "bad_shape",
+               "bad_blob", "too_large", "bad_envs", "unknown_explorer", "stale_run", "slow_client")
+
+
 @dataclass
 class ServerStats:
     """Counters the learner exports as metrics."""

@@ -43,6 +43,6 @@ class ExplorerMetrics:
         yield Sample("maddpg_chunks", "counter", "transition chunks sent", self.chunks)
         yield Sample("maddpg_explorer_reconnects", "counter", "reconnects after the learner went silent",
                      self._client.reconnects)
-        if self._queue is not None:
-            yield Sample("maddpg_queue_backpressure_seconds", "counter",
-                         "time spent waiting for the replay queue to drain (back-pressure)", self._queue.waited_s)
+        yield Sample("maddpg_queue_backpressure_seconds", "counter",
+                     "time spent waiting for the Redis replay queue to drain (back-pressure; 0 with the local queue)",
+                     self._queue.waited_s if self._queue is not None else 0.0)

@@ -12,6 +12,7 @@ import numpy as np
 
 from maddpg.replay.redis_queue import QueueError
 from maddpg.telemetry.metrics import BATCH_BUCKETS, CHECKPOINT_BUCKETS, LATENCY_BUCKETS, Sample, ServiceMetrics
+from maddpg.transport.server import ERROR_CODES
 
 if TYPE_CHECKING:
     from maddpg.tracking import RunTracker
@@ -75,8 +76,8 @@ class LearnerMetrics:
         yield Sample("maddpg_inference_requests", "counter", "inference requests answered", stats.requests)
         yield Sample("maddpg_inference_batches", "counter", "inference batches run", stats.batches)
         yield Sample("maddpg_chunks", "counter", "transition chunks received over ZeroMQ", stats.chunks)
-        for code, count in sorted(stats.errors.items()):
-            yield Sample("maddpg_inference_errors", "counter", "messages refused or dropped, by error code", count,
+        for code in ERROR_CODES:  # every code from the start, so that rates and dashboards see zeros
+            yield Sample("maddpg_inference_errors", "counter", "messages refused or dropped, by error code", stats.errors[code],
                          {"code": code})
         yield Sample("maddpg_explorers", "gauge", "explorers registered with the inference server",
                      learner.server.num_explorers)

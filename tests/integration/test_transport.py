@@ -12,7 +12,7 @@ from maddpg.envs.spaces import AgentSpec, EnvSpec
 from maddpg.replay.queue import LocalQueue
 from maddpg.transport.client import InferenceClient, StopRun, TransportError
 from maddpg.transport.codec import decode, encode
-from maddpg.transport.server import InferenceServer
+from maddpg.transport.server import ERROR_CODES, InferenceServer
 from maddpg.types import Error, Hello, InferenceRequest, Transition, Welcome
 
 OBS_DIMS, ACT_DIMS = (3, 5), (2, 4)
@@ -156,6 +156,7 @@ def test_malformed_messages_get_error_replies_and_the_server_keeps_serving(addre
     assert _ask(raw, [bytes(f) for f in encode(wrong)]).code == "bad_shape"
     served.close()
     assert served.server.stats.errors["bad_header"] == 1 and sum(served.server.stats.errors.values()) == 7
+    assert set(served.server.stats.errors) <= set(ERROR_CODES)  # the metrics export every code from the start
 
 
 def test_a_restarted_explorer_gets_a_fresh_state_and_its_old_chunks_are_refused(address):
