@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import helm_python as helm
@@ -129,6 +130,13 @@ def test_every_object_is_valid_kubernetes(rendered):
             except kubernetes_validate.ValidationError as e:
                 pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} on Kubernetes {version}: "
                             f"{'.'.join(map(str, e.path))}: {e.message}")
+
+
+def test_chart_deploys_the_version_of_the_package():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"], "the default image tag is the package version"
+    assert chart["kubeVersion"] == ">=1.25.0-0" and KUBE_VERSIONS[0] == "1.25.0"
 
 
 def test_every_object_carries_the_standard_labels_and_the_release_namespace(rendered):

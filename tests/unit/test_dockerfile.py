@@ -157,6 +157,8 @@ def test_entrypoint_is_the_console_script_and_the_api_is_the_default(dockerfile)
     labels = final["LABEL"]
     for key in ("title", "description", "version", "licenses"):
         assert f"org.opencontainers.image.{key}=" in labels
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert final["ARG"] == f"VERSION={version}", "the version label's default follows pyproject.toml"
 
 
 def test_no_build_tools_in_the_runtime_stage(dockerfile):
