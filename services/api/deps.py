@@ -1,4 +1,5 @@
-"""Dependencies of the routes: settings, registry, launcher and the bearer-token check (tests override them)."""
+"""Dependencies of the routes: settings, registry, launcher, progress reader and the bearer-token check (tests
+override them)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.api.launchers import Launcher
+from services.api.progress import ProgressReader
 from services.api.registry import Registry
 from services.api.settings import ApiSettings
 
@@ -32,6 +34,10 @@ def get_launcher(request: Request) -> Launcher:
     return request.app.state.launcher
 
 
+def get_progress(request: Request) -> ProgressReader:
+    return request.app.state.progress
+
+
 _bearer = HTTPBearer(auto_error=False, description="MADDPG_API_TOKEN, required on mutating routes when set")
 
 
@@ -50,4 +56,5 @@ def require_token(settings: Annotated[ApiSettings, Depends(get_app_settings)],
 SettingsDep = Annotated[ApiSettings, Depends(get_app_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 LauncherDep = Annotated[Launcher, Depends(get_launcher)]
+ProgressDep = Annotated[ProgressReader, Depends(get_progress)]
 Authorized = Depends(require_token)

@@ -33,7 +33,6 @@ def create_app(settings: ApiSettings | None = None, *, registry: Registry | None
 
     Raises:
       LaunchError: the kubernetes launcher finds no cluster.
-      RegistryError: the registry cannot be read to reconcile it.
     """
     if settings is None:
         from services.api.deps import get_settings
@@ -49,7 +48,11 @@ def create_app(settings: ApiSettings | None = None, *, registry: Registry | None
     if settings.launcher == "kubernetes" and not settings.checkpoint_uri:
         log.warning("MADDPG_API_CHECKPOINT_URI is not set: kubernetes runs keep their checkpoints in the learner "
                     "pod's emptyDir (lost with the pod) and report no progress")
-    gone = reconcile(registry, launcher)  # runs of an earlier API process whose learners are gone
+    try:
+        gone = reconcile(registry, launcher)  # runs of an earlier API process whose learners are gone
+    except RegistryError as e:  # Redis not up yet: /readyz says so, and every GET /runs reconciles again
+        log.warning("cannot reconcile the run registry at start-up: %s", e)
+        gone = []
     if gone:
         log.warning("runs without processes after a restart, marked failed or stopped: %s", ", ".join(gone))
 

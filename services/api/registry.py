@@ -1,4 +1,5 @@
-"""The run registry: one SQLite row per run (stdlib sqlite3), so runs survive an API restart."""
+"""The run registry, so runs survive an API restart: one SQLite row per run (stdlib sqlite3), or one Redis hash
+per run when the API has a Redis URL (services/api/redis_registry.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 STATUSES = ("running", "stopping", "stopped", "finished", "failed")
 ACTIVE = ("running", "stopping")
+UPDATABLE = {"status", "reason", "pids", "endpoints", "run_dir"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -30,6 +33,10 @@ CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created);
 
 class DuplicateRunError(Exception):
     """A run with this id is already registered."""
+
+
+class RegistryError(Exception):
+    """The registry cannot be reached or refused a request; the message names the backend."""
 
 
 @dataclass
@@ -53,11 +60,48 @@ def _record(row: sqlite3.Row) -> RunRecord:
                      created=row["created"], updated=row["updated"])
 
 
-class Registry:
-    """Runs in a SQLite file, safe to share between the API's threads.
+class Registry(Protocol):
+    """Where runs are recorded. Call order: `add` a run, `update` it as it changes, `get`/`list` it, `active` to
+    reconcile, `ping` for readiness, `close` at shutdown. Every method may raise RegistryError."""
 
-    Call order: `add` a run, `update` it as it changes, `get`/`list` it, `active` to reconcile.
-    """
+    def add(self, record: RunRecord) -> RunRecord:
+        """Registers a new run (sets its created and updated times). Raises DuplicateRunError if its id is taken."""
+
+    def get(self, run_id: str) -> RunRecord | None: ...
+
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[RunRecord], int]:
+        """A page of runs, newest first, and how many runs match in all."""
+
+    def active(self) -> list[RunRecord]:
+        """Runs that should have live processes (running or stopping)."""
+
+    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, **fields) -> bool:
+        """Sets fields of a run (any of UPDATABLE); with `only_from`, only if its status is one of those, checked
+        and set atomically. Returns whether the run changed."""
+
+    def ping(self) -> None:
+        """Raises RegistryError unless the registry answers."""
+
+    def close(self) -> None: ...
+
+
+def check_update(fields: dict) -> None:
+    """Asserts that `update` got known fields and a known status."""
+    assert fields and set(fields) <= UPDATABLE, fields
+    assert fields.get("status", "running") in STATUSES, fields
+
+
+def make_registry(settings) -> Registry:
+    """The registry the API settings name: Redis when a Redis URL is set, SQLite otherwise."""
+    if settings.redis_url:
+        from services.api.redis_registry import RedisRegistry
+
+        return RedisRegistry(settings.redis_url)
+    return SqliteRegistry(settings.registry_path)
+
+
+class SqliteRegistry:
+    """Runs in a SQLite file, safe to share between the API's threads (see Registry for the methods)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -70,7 +114,6 @@ class Registry:
             self._db.executescript(_SCHEMA)
 
     def add(self, record: RunRecord) -> RunRecord:
-        """Registers a new run. Raises DuplicateRunError if its id is taken."""
         now = time.time()
         record.created = record.updated = now
         try:
@@ -90,7 +133,6 @@ class Registry:
         return _record(row) if row else None
 
     def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[RunRecord], int]:
-        """A page of runs, newest first, and how many runs match in all."""
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
         with self._lock:
             total = self._db.execute(f"SELECT COUNT(*) FROM runs {where}", args).fetchone()[0]
@@ -99,16 +141,12 @@ class Registry:
         return [_record(r) for r in rows], total
 
     def active(self) -> list[RunRecord]:
-        """Runs that should have live processes (running or stopping)."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM runs WHERE status IN (?, ?)", ACTIVE).fetchall()
         return [_record(r) for r in rows]
 
     def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, **fields) -> bool:
-        """Sets fields of a run (status, reason, pids, endpoints); with `only_from`, only if its status is one
-        of those. Returns whether a row changed."""
-        assert fields and set(fields) <= {"status", "reason", "pids", "endpoints"}, fields
-        assert fields.get("status", "running") in STATUSES, fields
+        check_update(fields)
         values = {k: json.dumps(v) if k in ("pids", "endpoints") else v for k, v in fields.items()}
         sets = ", ".join(f"{k} = ?" for k in values) + ", updated = ?"
         args: list = [*values.values(), time.time(), run_id]
@@ -120,9 +158,11 @@ class Registry:
             return self._db.execute(f"UPDATE runs SET {sets} WHERE {where}", args).rowcount > 0
 
     def ping(self) -> None:
-        """Raises sqlite3.Error unless the registry answers."""
-        with self._lock:
-            self._db.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+        try:
+            with self._lock:
+                self._db.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+        except sqlite3.Error as e:
+            raise RegistryError(f"SQLite registry {self.path}: {e}") from None
 
     def close(self) -> None:
         with self._lock:

@@ -2,19 +2,76 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from maddpg.runspec import RunSpec
 
 RunStatus = Literal["running", "stopping", "stopped", "finished", "failed"]
 RUN_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label: also a Kubernetes object name
+# Kubernetes quantities, restricted to the forms people write for CPU and memory.
+CPU_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,3})?|[0-9]{1,9}m)$"
+MEMORY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,3})?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+# An image reference: [host[:port]/]path[:tag][@sha256:digest].
+IMAGE_PATTERN = (r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+                 r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+_SCALE = {"": 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+          "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity(text: str) -> Decimal:
+    """The value of a quantity that matched CPU_PATTERN or MEMORY_PATTERN ("500m" -> 0.5, "1Ki" -> 1024)."""
+    number, suffix = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", text).groups()
+    return Decimal(number) * _SCALE[suffix]
+
+
+class Quantities(BaseModel):
+    """CPU and memory of a container, as Kubernetes quantities."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    cpu: str = Field(pattern=CPU_PATTERN, description="cores: '2', '0.5' or '500m'")
+    memory: str = Field(pattern=MEMORY_PATTERN, description="bytes: '512Mi', '4Gi' or '1G'")
+
+    @model_validator(mode="after")
+    def _positive(self) -> Quantities:
+        for name in ("cpu", "memory"):
+            if quantity(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be above 0, not {getattr(self, name)!r}")
+        return self
+
+
+class Resources(BaseModel):
+    """Requests (what the scheduler reserves) and limits (the most the container may use) of a pod."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    requests: Quantities
+    limits: Quantities
+
+    @model_validator(mode="after")
+    def _limits_cover_requests(self) -> Resources:
+        for name in ("cpu", "memory"):
+            request, limit = getattr(self.requests, name), getattr(self.limits, name)
+            if quantity(limit) < quantity(request):
+                raise ValueError(f"limits.{name} {limit!r} is below requests.{name} {request!r}; "
+                                 f"Kubernetes refuses such a pod: raise the limit or lower the request")
+        return self
+
+
+LEARNER_RESOURCES = Resources(requests=Quantities(cpu="1", memory="2Gi"), limits=Quantities(cpu="2", memory="4Gi"))
+EXPLORER_RESOURCES = Resources(requests=Quantities(cpu="500m", memory="512Mi"),
+                               limits=Quantities(cpu="1", memory="1Gi"))
+_POD_FIELDS = {"image", "learner_resources", "explorer_resources"}
 
 
 class RunCreate(RunSpec):
-    """A run spec (the same fields as `maddpg train`) plus an optional run id. Strict: `false` is no number."""
+    """A run spec (the same fields as `maddpg train`) plus an optional run id and, for the kubernetes
+    launcher, the pods' image and resources. Strict: `false` is no number."""
 
     model_config = ConfigDict(strict=True)
 
@@ -24,18 +81,36 @@ class RunCreate(RunSpec):
         None, pattern=RUN_ID_PATTERN,
         description="id of the new run (lowercase letters, digits and '-', at most 63); default: generated")
 
+    image: str | None = Field(
+        None, pattern=IMAGE_PATTERN, max_length=255,
+        description="kubernetes launcher: image of the run's pods; default: the API's MADDPG_API_IMAGE")
+    learner_resources: Resources = Field(
+        LEARNER_RESOURCES, description="kubernetes launcher: CPU and memory of the learner pod")
+    explorer_resources: Resources = Field(
+        EXPLORER_RESOURCES, description="kubernetes launcher: CPU and memory of each explorer pod")
+
     def spec(self) -> RunSpec:
-        return RunSpec.model_validate(self.model_dump(exclude={"run_id"}))
+        return RunSpec.model_validate(self.model_dump(exclude={"run_id"} | _POD_FIELDS))
+
+    def pod_fields_set(self) -> list[str]:
+        """The pod fields the request gave (they apply to the kubernetes launcher only)."""
+        return sorted(self.model_fields_set & _POD_FIELDS)
 
 
 class Progress(BaseModel):
-    """How far a run got, from its rewards CSV and checkpoints."""
+    """How far a run got: live from its run folder (local runs), or as of its newest checkpoint (runs whose
+    run folder is in a pod: the counters of the checkpoint's manifest, so no reward)."""
 
+    source: Literal["run_folder", "checkpoint", "none"] = Field(
+        "run_folder", description="run_folder: its rewards CSV (live); checkpoint: the newest checkpoint's "
+                                  "counters (as of that checkpoint); none: nothing to read")
     env_steps: int = Field(0, description="env steps taken by all explorers")
     episodes: int = Field(0, description="episodes finished")
     updates: int = Field(0, description="all-agent MADDPG updates run")
-    mean_reward_last_100: float | None = Field(None, description="mean episode reward (sum over agents), last 100")
+    mean_reward_last_100: float | None = Field(
+        None, description="mean episode reward (sum over agents), last 100; run folder only")
     newest_checkpoint: str | None = Field(None, description="where the newest complete checkpoint is")
+    note: str | None = Field(None, description="why progress is missing or stale (e.g. the store is unreadable)")
 
 
 class RunOut(BaseModel):
@@ -45,9 +120,12 @@ class RunOut(BaseModel):
     status: RunStatus
     spec: RunSpec
     progress: Progress
-    endpoints: dict[str, str] = Field(default_factory=dict, description="addresses of the run's services")
+    endpoints: dict[str, str] = Field(
+        default_factory=dict, description="learner: its ZeroMQ address; checkpoints: the run's checkpoint store "
+                                          "(kubernetes runs)")
     pids: list[int] = Field(default_factory=list, description="local launcher: learner pid, then explorer pids")
-    run_dir: str = Field(description="the run folder (spec, rewards.csv, checkpoints)")
+    run_dir: str = Field(description="the run folder on the API's host (spec, rewards.csv, checkpoints); empty "
+                                     "for kubernetes runs, whose run folder lives in the learner pod")
     created: datetime
     updated: datetime
     reason: str | None = Field(None, description="why a run failed or stopped abnormally")

@@ -1,30 +1,71 @@
-"""Settings of the control API, read once from `MADDPG_API_*` environment variables."""
+"""Settings of the control API, read once from `MADDPG_API_*` environment variables (and REDIS_URL)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Where a pod finds its own namespace (the service account's mounted token folder).
+NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_DNS_SUBDOMAIN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
+
+
+def in_cluster_namespace() -> str:
+    """The namespace of the pod this runs in, or "default" outside a cluster."""
+    try:
+        return NAMESPACE_FILE.read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 class ApiSettings(BaseSettings):
     """The API's own configuration (a run's options come in its run spec)."""
 
-    model_config = SettingsConfigDict(env_prefix="MADDPG_API_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MADDPG_API_", env_nested_delimiter="__", extra="ignore",
+                                      populate_by_name=True)
 
     runs_dir: Path = Field(Path("runs/api"), description="folder that holds one run folder per run")
     registry: Path | None = Field(
-        None, description="SQLite file of the run registry; default RUNS_DIR/registry.sqlite3")
+        None, description="SQLite file of the run registry (without a Redis URL); default RUNS_DIR/registry.sqlite3")
     launcher: Literal["local", "kubernetes"] = Field(
-        "local", description="where runs execute: local (subprocesses of the API host) or kubernetes (not built yet)")
+        "local", description="where runs execute: local (subprocesses of the API host) or kubernetes (Jobs)")
     max_explorers: int = Field(8, ge=1, le=64, description="most explorers one run may ask for")
     max_envs_per_explorer: int = Field(
         256, ge=1, le=4096, description="most env copies per explorer one run may ask for")
     token: SecretStr | None = Field(None, description="bearer token required on mutating routes (MADDPG_API_TOKEN)")
-    queue: str = Field("local", description="replay queue of launched runs: local or a redis:// URL")
-    stop_timeout_s: float = Field(120.0, gt=0, description="seconds a stopping learner gets for its final checkpoint")
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("REDIS_URL", "MADDPG_API_REDIS_URL"), pattern=r"^rediss?://",
+        description="Redis (REDIS_URL): holds the run registry and the runs' replay queues; unset: SQLite registry "
+                    "and in-process queues")
+    stop_timeout_s: float = Field(
+        120.0, gt=0, le=86_400, description="seconds a stopping learner gets for its final checkpoint")
+    # The kubernetes launcher.
+    namespace: str = Field(default_factory=in_cluster_namespace, pattern=_DNS_LABEL,
+                           description="namespace of the runs' Jobs; default: the API pod's own, else 'default'")
+    image: str | None = Field(None, description="image of the runs' pods (required with launcher=kubernetes)")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="pull policy of the runs' pods")
+    checkpoint_uri: str | None = Field(
+        None, pattern=r"^(s3|file)://.", description="base URI of the runs' checkpoints (s3://bucket/prefix); a "
+                                                     "run's go to BASE/RUN_ID, where the API reads its progress")
+    s3_endpoint: str | None = Field(
+        None, pattern=r"^https?://", description="S3-compatible endpoint, given to the pods as AWS_ENDPOINT_URL")
+    s3_secret: str | None = Field(
+        None, pattern=_DNS_SUBDOMAIN,
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the pods (envFrom, optional)")
+    run_service_account: str | None = Field(
+        None, pattern=_DNS_SUBDOMAIN, description="service account of the runs' pods; default: the namespace's")
+
+    @model_validator(mode="after")
+    def _kubernetes_needs_an_image(self) -> ApiSettings:
+        if self.launcher == "kubernetes" and not self.image:
+            raise ValueError("MADDPG_API_IMAGE is required with MADDPG_API_LAUNCHER=kubernetes: the image of the "
+                             "runs' learner and explorer pods, e.g. ghcr.io/ORG/maddpg:0.1.0")
+        return self
 
     @property
     def registry_path(self) -> Path:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.api.deps import LauncherDep, RegistryDep
+from services.api.registry import RegistryError
 from services.api.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -22,11 +21,12 @@ def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 def readyz(registry: RegistryDep, launcher: LauncherDep):
-    """The registry and the launcher backend are usable (503 otherwise)."""
+    """The registry (SQLite or Redis) and the launcher's backend (the Kubernetes API) are usable (503 otherwise,
+    naming what is not)."""
     problems = []
     try:
         registry.ping()
-    except sqlite3.Error as e:
+    except RegistryError as e:
         problems.append(f"registry: {e}")
     launcher_problem = launcher.problem()
     if launcher_problem:

@@ -12,9 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from maddpg.runfolder import SPEC
 from maddpg.runspec import RunSpec
-from services.api.deps import Authorized, LauncherDep, RegistryDep, SettingsDep
-from services.api.launchers import LaunchError, reconcile
-from services.api.progress import read_progress, read_rewards
+from services.api.deps import Authorized, LauncherDep, ProgressDep, RegistryDep, SettingsDep
+from services.api.launchers import LaunchError, PodOptions, reconcile
+from services.api.progress import read_rewards
 from services.api.registry import DuplicateRunError, RunRecord
 from services.api.schemas import Progress, Rewards, RunCreate, RunOut, RunPage, RunStatus
 
@@ -28,9 +28,9 @@ def _time(t: float) -> datetime:
     return datetime.fromtimestamp(t, tz=timezone.utc)
 
 
-def _out(record: RunRecord) -> RunOut:
+def _out(record: RunRecord, progress: dict) -> RunOut:
     return RunOut(id=record.id, status=record.status, spec=RunSpec.model_validate(record.spec),
-                  progress=Progress(**read_progress(Path(record.run_dir))), endpoints=record.endpoints,
+                  progress=Progress(**progress), endpoints=record.endpoints,
                   pids=record.pids, run_dir=record.run_dir, created=_time(record.created),
                   updated=_time(record.updated), reason=record.reason)
 
@@ -53,6 +53,10 @@ def _check_limits(body: RunCreate, settings) -> None:
             raise _field_error(name, f"{name} shows a trained policy; the API only trains", True)
     if body.restore is not None:
         raise _field_error("restore", "restoring through the API is not supported yet", body.restore)
+    if settings.launcher != "kubernetes" and body.pod_fields_set():
+        name = body.pod_fields_set()[0]
+        raise _field_error(name, f"{name} applies to the kubernetes launcher only (MADDPG_API_LAUNCHER=kubernetes); "
+                                 f"this API runs local processes", body.model_dump(mode="json", include={name})[name])
 
 
 def _get(registry, run_id: str) -> RunRecord:
@@ -66,8 +70,10 @@ def _get(registry, run_id: str) -> RunRecord:
              responses={**_AUTH, 400: {"description": "the body is not JSON"},
                         409: {"description": "a run with this id exists"},
                         503: {"description": "the launcher could not start the run"}})
-async def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep):
-    """Starts a learner and `explorers` explorers for the run spec; answers with the new run."""
+async def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep,
+                     progress: ProgressDep):
+    """Starts a learner and `explorers` explorers for the run spec (local processes, or Kubernetes Jobs with the
+    kubernetes launcher); answers with the new run."""
     _check_limits(body, settings)
     run_id = body.run_id or f"run-{uuid.uuid4().hex[:12]}"
     spec = body.spec()
@@ -80,53 +86,65 @@ async def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryD
     except DuplicateRunError:
         raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} exists") from None
     try:
-        launched = await run_in_threadpool(launcher.start, run_id, spec, run_dir)
+        launched = await run_in_threadpool(
+            launcher.start, run_id, spec, run_dir,
+            PodOptions(body.image, body.learner_resources, body.explorer_resources))
     except LaunchError as e:
         registry.update(run_id, status="failed", reason=str(e))
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from None
-    registry.update(run_id, pids=launched.pids, endpoints=launched.endpoints)
-    return _out(_get(registry, run_id))
+    registry.update(run_id, pids=launched.pids, endpoints=launched.endpoints, run_dir=launched.run_dir)
+    record = _get(registry, run_id)
+    return _out(record, progress(record))
 
 
 @router.get("", response_model=RunPage)
-def list_runs(registry: RegistryDep, launcher: LauncherDep,
+def list_runs(registry: RegistryDep, launcher: LauncherDep, progress: ProgressDep,
               status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> RunPage:
-    """Runs, newest first, optionally only those with one status."""
+    """Runs, newest first, optionally only those with one status. The progress of a kubernetes run is the one
+    GET /runs/{id} last read from its checkpoints (listing reads no checkpoint store)."""
     reconcile(registry, launcher)
     records, total = registry.list(status_filter, limit, offset)
-    return RunPage(items=[_out(r) for r in records], total=total, limit=limit, offset=offset)
+    return RunPage(items=[_out(r, progress(r, refresh=False)) for r in records], total=total, limit=limit,
+                   offset=offset)
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=_NOT_FOUND)
-def get_run(run_id: str, registry: RegistryDep, launcher: LauncherDep) -> RunOut:
-    """A run's spec, status, progress and endpoints."""
+def get_run(run_id: str, registry: RegistryDep, launcher: LauncherDep, progress: ProgressDep) -> RunOut:
+    """A run's spec, status, progress and endpoints. Progress is live for a local run (its run folder), and as
+    of the newest checkpoint for a kubernetes run (read at most every 10 s), without a reward."""
     record = _get(registry, run_id)
     if record.status in ("running", "stopping"):
         reconcile(registry, launcher)
         record = _get(registry, run_id)
-    return _out(record)
+    return _out(record, progress(record))
 
 
 @router.post("/{run_id}/stop", status_code=status.HTTP_202_ACCEPTED, response_model=RunOut,
              dependencies=[Authorized],
              responses={**_NOT_FOUND, **_AUTH, 409: {"description": "the run already finished or failed"}})
-def stop_run(run_id: str, registry: RegistryDep, launcher: LauncherDep) -> RunOut:
-    """Stops a run gracefully (its learner writes a final checkpoint); repeating it is harmless."""
+def stop_run(run_id: str, registry: RegistryDep, launcher: LauncherDep, progress: ProgressDep) -> RunOut:
+    """Stops a run gracefully (its learner writes a final checkpoint); repeating it is harmless. The run is
+    `stopping` until its learner has ended (kubernetes: until its Job and pod are gone), then `stopped`."""
     record = _get(registry, run_id)
     if record.status in ("finished", "failed"):
         raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} already {record.status}; nothing to stop")
     if record.status == "running" and registry.update(run_id, only_from=("running",), status="stopping"):
         launcher.stop(record)
-    return _out(_get(registry, run_id))
+    record = _get(registry, run_id)
+    return _out(record, progress(record))
 
 
 @router.get("/{run_id}/rewards", response_model=Rewards, responses=_NOT_FOUND)
 def get_rewards(run_id: str, registry: RegistryDep) -> Rewards:
-    """The episode-reward series (total and per agent) for plots."""
+    """The episode-reward series (total and per agent) for plots, from the run folder's rewards CSV.
+
+    Empty for a kubernetes run: its run folder (and CSV) lives in the learner pod, which the API does not read;
+    its progress comes from its checkpoints (GET /runs/{id}), which hold no reward series.
+    """
     record = _get(registry, run_id)
-    columns = read_rewards(Path(record.run_dir))
+    columns = read_rewards(Path(record.run_dir)) if record.run_dir else {}
     return Rewards(episode=[int(v) for v in columns.get("episode", [])],
                    env_steps=[int(v) for v in columns.get("env_steps", [])],
                    reward=columns.get("reward", []),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from services.api.launchers import Launched
+from services.api.launchers import Launched, PodOptions
 from services.api.main import create_app
 from services.api.registry import Registry, RunRecord
 from services.api.settings import ApiSettings
@@ -25,9 +25,9 @@ class FakeLauncher:
         self.dead: set[str] = set()
         self.broken: str | None = None
 
-    def start(self, run_id: str, spec, run_dir: Path) -> Launched:
+    def start(self, run_id: str, spec, run_dir: Path, pods: PodOptions = PodOptions()) -> Launched:
         self.started.append(run_id)
-        return Launched([10_000 + len(self.started)], {"learner": "tcp://127.0.0.1:1"})
+        return Launched([10_000 + len(self.started)], {"learner": "tcp://127.0.0.1:1"}, str(run_dir))
 
     def stop(self, record: RunRecord) -> None:
         self.stopped.append(record.id)

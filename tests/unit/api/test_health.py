@@ -1,12 +1,6 @@
-"""Health, readiness, metrics and start-up errors."""
+"""Health, readiness and metrics."""
 
 from __future__ import annotations
-
-import pytest
-
-from services.api.launchers import LaunchError
-from services.api.main import create_app
-from services.api.settings import ApiSettings
 
 
 def test_healthz_and_readyz(client, launcher, registry):
@@ -28,17 +22,3 @@ def test_metrics_use_route_templates(client):
     assert 'maddpg_api_requests_total{method="GET",route="/runs/{run_id}",status="404"} 2.0' in text
     assert 'route="unmatched"' in text and "some-id" not in text
     assert "maddpg_api_request_duration_seconds_bucket" in text
-
-
-def test_kubernetes_launcher_is_a_clear_error_at_start_up(tmp_path):
-    with pytest.raises(LaunchError, match="not built yet"):
-        create_app(ApiSettings(runs_dir=tmp_path, launcher="kubernetes"))
-
-
-def test_settings_from_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("MADDPG_API_RUNS_DIR", str(tmp_path))
-    monkeypatch.setenv("MADDPG_API_TOKEN", "t")
-    monkeypatch.setenv("MADDPG_API_MAX_EXPLORERS", "3")
-    settings = ApiSettings()
-    assert settings.runs_dir == tmp_path and settings.token.get_secret_value() == "t"
-    assert settings.max_explorers == 3 and settings.registry_path == tmp_path / "registry.sqlite3"

@@ -27,9 +27,34 @@ def _fields(response) -> set[str]:
     ({"envs_per_explorer": 33}, "envs_per_explorer"),  # above max_envs_per_explorer = 32
     ({"run_id": "Bad_Id"}, "run_id"),
     ({"display": True}, "display"),
+    ({"image": "Not An Image"}, "image"),
+    ({"learner_resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}, "limits"),
+    ({"learner_resources": {"requests": {"cpu": "2 cores", "memory": "1Gi"},
+                            "limits": {"cpu": "2", "memory": "1Gi"}}}, "cpu"),
+    ({"explorer_resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": 2}}},
+     "memory"),
+    ({"explorer_resources": {"requests": {"cpu": "0", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}},
+     "requests"),  # "cpu must be above 0"
+    ({"learner_resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"},
+                            "gpu": 1}}, "gpu"),
 ])
 def test_a_bad_spec_is_422_naming_the_field(client, launcher, body, field):
     assert field in _fields(client.post("/runs", json={**SMALL, **body}))
+    assert launcher.started == []
+
+
+def test_limits_below_requests_are_422_with_the_fix(client):
+    response = client.post("/runs", json={**SMALL, "learner_resources": {
+        "requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "500m", "memory": "2Gi"}}})
+    assert response.status_code == 422 and "limits.cpu '500m' is below requests.cpu '1'" in response.text
+
+
+def test_pod_fields_are_422_on_the_local_launcher(client, launcher):
+    for field, value in [("image", "maddpg:dev"),
+                         ("explorer_resources", {"requests": {"cpu": "1", "memory": "1Gi"},
+                                                 "limits": {"cpu": "1", "memory": "1Gi"}})]:
+        response = client.post("/runs", json={**SMALL, field: value})
+        assert field in _fields(response) and "kubernetes launcher only" in response.text
     assert launcher.started == []
 
 
@@ -43,8 +68,8 @@ def test_create_get_and_list(client, launcher):
     assert created.status_code == 201, created.text
     body = created.json()
     assert body["id"] == "one" and body["status"] == "running" and body["spec"]["seed"] == 7
-    assert body["progress"] == {"env_steps": 0, "episodes": 0, "updates": 0, "mean_reward_last_100": None,
-                                "newest_checkpoint": None}
+    assert body["progress"] == {"source": "run_folder", "env_steps": 0, "episodes": 0, "updates": 0,
+                                "mean_reward_last_100": None, "newest_checkpoint": None, "note": None}
     assert body["endpoints"] == {"learner": "tcp://127.0.0.1:1"} and launcher.started == ["one"]
     assert client.get("/runs/one").json()["spec"]["seed"] == 7
     generated = client.post("/runs", json=SMALL).json()["id"]
@@ -138,3 +163,16 @@ def test_rewards_series_from_the_csv(client, settings):
                        "per_agent": {"agent_0": [-3.5, -2.5]}}
     progress = client.get("/runs/rw").json()["progress"]
     assert progress["episodes"] == 2 and progress["updates"] == 1 and progress["mean_reward_last_100"] == -3.0
+
+
+def test_progress_of_a_long_csv_reads_its_tail(client, settings):
+    client.post("/runs", json={**SMALL, "run_id": "long"})
+    folder = settings.runs_dir / "long"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [f"{k},{25 * k},{k // 4},{k / 2:.1f},25,{float(k)},{float(k)}" for k in range(1, 20_001)]
+    (folder / "rewards.csv").write_text("episode,env_steps,updates,wall_time_s,length,reward,reward_agent_0\n"
+                                        + "\n".join(rows) + "\n20001,500025,5000,1.0,25,-1")  # being written
+    progress = client.get("/runs/long").json()["progress"]
+    assert progress["episodes"] == 20_000 and progress["env_steps"] == 500_000 and progress["updates"] == 5000
+    assert progress["mean_reward_last_100"] == sum(range(19_901, 20_001)) / 100
+    assert len(client.get("/runs/long/rewards").json()["reward"]) == 20_000

@@ -1,4 +1,4 @@
-"""Launchers start and stop a run's learner and explorers; `local` runs them as subprocesses of the API host."""
+"""The local launcher: a run's learner and explorers as subprocesses of the API host."""
 
 from __future__ import annotations
 
@@ -8,45 +8,14 @@ import signal
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
 
 from maddpg.launch import LocalRun, console_script
 from maddpg.runspec import RunSpec
+from services.api.launchers import Launched, LaunchError, OnExit, PodOptions
 from services.api.registry import RunRecord
 
 log = logging.getLogger(__name__)
-
-# Called once a run's processes ended: (run_id, status, reason).
-OnExit = Callable[[str, str, "str | None"], None]
-
-
-@dataclass
-class Launched:
-    """What a launcher reports about a started run."""
-
-    pids: list[int]  # the learner's first
-    endpoints: dict[str, str]
-
-
-class Launcher(Protocol):
-    """Runs a run's processes. Call order: `start`, then `stop` (any number of times); `alive` while
-    reconciling the registry; `problem` for readiness; `close` at shutdown."""
-
-    def start(self, run_id: str, spec: RunSpec, run_dir: Path) -> Launched: ...
-
-    def stop(self, record: RunRecord) -> None: ...
-
-    def alive(self, record: RunRecord) -> bool: ...
-
-    def problem(self) -> str | None: ...
-
-    def close(self) -> None: ...
-
-
-class LaunchError(Exception):
-    """The launcher could not start a run."""
 
 
 class _LoggedRun(LocalRun):
@@ -90,7 +59,8 @@ class LocalLauncher:
         self._lock = threading.Lock()
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="launcher")
 
-    def start(self, run_id: str, spec: RunSpec, run_dir: Path) -> Launched:
+    def start(self, run_id: str, spec: RunSpec, run_dir: Path, pods: PodOptions = PodOptions()) -> Launched:
+        """Starts the learner and explorers; `pods` does not apply to local processes."""
         run = _LoggedRun(spec, run_dir, quiet=True, queue=self._queue)
         try:
             self._spawner.submit(run.start).result()
@@ -100,7 +70,7 @@ class LocalLauncher:
         with self._lock:
             self._runs[run_id] = run
         threading.Thread(target=self._watch, args=(run_id, run), daemon=True, name=f"watch-{run_id}").start()
-        return Launched([run.learner.pid] + [p.pid for p in run.explorers], {"learner": run.address})
+        return Launched([run.learner.pid] + [p.pid for p in run.explorers], {"learner": run.address}, str(run_dir))
 
     def _watch(self, run_id: str, run: _LoggedRun) -> None:
         code = run.wait()
@@ -170,30 +140,3 @@ class LocalLauncher:
                     run.learner.kill()
             run.stop_explorers()
         self._spawner.shutdown(wait=False)
-
-
-def make_launcher(kind: str, on_exit: OnExit, queue: str = "local", stop_timeout: float = 120.0) -> Launcher:
-    """The launcher named in the settings. Raises LaunchError for one not built yet."""
-    if kind == "local":
-        return LocalLauncher(on_exit, queue=queue, stop_timeout=stop_timeout)
-    raise LaunchError(f"launcher {kind!r} is not built yet (issue 7: the Kubernetes launcher); "
-                      f"use MADDPG_API_LAUNCHER=local")
-
-
-def reconcile(registry, launcher: Launcher) -> list[str]:
-    """Marks runs whose processes vanished (a crash, an API restart) as failed; returns their ids.
-
-    A stopping run whose learner is gone was stopped as asked.
-    """
-    changed = []
-    for record in registry.active():
-        if launcher.alive(record):
-            continue
-        if record.status == "stopping":
-            done = registry.update(record.id, only_from=("stopping",), status="stopped")
-        else:
-            done = registry.update(record.id, only_from=("running",), status="failed",
-                                   reason="API restarted: the run's learner process is gone")
-        if done:
-            changed.append(record.id)
-    return changed

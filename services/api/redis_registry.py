@@ -1,0 +1,168 @@
+"""The run registry in Redis: a hash per run, a sorted set of every run by creation time, one per status.
+
+Keys (PREFIX = "maddpg-api"): `PREFIX:run:ID` (hash: the RunRecord's fields, JSON for spec, pids and endpoints),
+`PREFIX:runs` (sorted set, score = created), `PREFIX:status:STATUS` (sorted set of the runs in that status).
+Adding a run and changing its status are Lua scripts, so the hash and the sets always agree and a status
+moves only from the statuses the caller allows, atomically. Listing reads one page of a sorted set and
+pipelines the hashes: the cost grows with the page, not with the number of runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from services.api.registry import ACTIVE, DuplicateRunError, RegistryError, RunRecord, check_update
+
+# KEYS: run hash, all-runs set, status set. ARGV: id, status, created, then field, value pairs.
+_ADD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: run hash. ARGV: status-set prefix, new status or '', number of allowed statuses n, the n statuses,
+# then field, value pairs.
+_UPDATE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+local n = tonumber(ARGV[3])
+if n > 0 then
+  local allowed = false
+  for i = 4, 3 + n do if ARGV[i] == status then allowed = true end end
+  if not allowed then return 0 end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4 + n))
+local new = ARGV[2]
+if new ~= '' and new ~= status then
+  local id = redis.call('HGET', KEYS[1], 'id')
+  local created = redis.call('HGET', KEYS[1], 'created')
+  redis.call('ZREM', ARGV[1] .. status, id)
+  redis.call('ZADD', ARGV[1] .. new, created, id)
+end
+return 1
+"""
+
+_JSON_FIELDS = ("spec", "pids", "endpoints")
+
+
+def _encode(fields: dict) -> list:
+    """Field, value pairs for HSET: JSON for the structured fields, '' for no reason."""
+    pairs = []
+    for key, value in fields.items():
+        if key in _JSON_FIELDS:
+            value = json.dumps(value)
+        elif value is None:
+            value = ""
+        pairs += [key, value]
+    return pairs
+
+
+def _record(raw: dict[str, str]) -> RunRecord:
+    return RunRecord(id=raw["id"], status=raw["status"], spec=json.loads(raw["spec"]), run_dir=raw["run_dir"],
+                     pids=json.loads(raw["pids"]), endpoints=json.loads(raw["endpoints"]),
+                     reason=raw["reason"] or None, created=float(raw["created"]), updated=float(raw["updated"]))
+
+
+class RedisRegistry:
+    """Runs in Redis, shared by every replica of the API (see services.api.registry.Registry for the methods).
+
+    Every call has a socket timeout and is retried a few times with backoff on connection errors; an error
+    that persists becomes a RegistryError naming the server.
+
+    Args:
+      url: redis://HOST:PORT/DB (REDIS_URL).
+      prefix: the keys' prefix (tests give each a fresh one).
+      timeout: seconds per call.
+    """
+
+    def __init__(self, url: str, prefix: str = "maddpg-api", timeout: float = 5.0):
+        self.url, self._prefix = url, prefix
+        self._redis = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+        self._add = self._redis.register_script(_ADD)
+        self._update = self._redis.register_script(_UPDATE)
+
+    def _run_key(self, run_id: str) -> str:
+        return f"{self._prefix}:run:{run_id}"
+
+    def _set_key(self, status: str | None) -> str:
+        return f"{self._prefix}:status:{status}" if status else f"{self._prefix}:runs"
+
+    def _error(self, e: redis.RedisError) -> RegistryError:
+        host = self._redis.connection_pool.connection_kwargs.get("host", "?")
+        port = self._redis.connection_pool.connection_kwargs.get("port", "?")
+        return RegistryError(f"Redis registry at {host}:{port}: {type(e).__name__}: {e} (check REDIS_URL and that "
+                             f"the server is up)")
+
+    def add(self, record: RunRecord) -> RunRecord:
+        record.created = record.updated = time.time()
+        fields = {"id": record.id, "status": record.status, "spec": record.spec, "run_dir": record.run_dir,
+                  "pids": record.pids, "endpoints": record.endpoints, "reason": record.reason,
+                  "created": record.created, "updated": record.updated}
+        try:
+            added = self._add(keys=[self._run_key(record.id), self._set_key(None), self._set_key(record.status)],
+                              args=[record.id, record.status, record.created, *_encode(fields)])
+        except redis.RedisError as e:
+            raise self._error(e) from None
+        if not added:
+            raise DuplicateRunError(record.id)
+        return record
+
+    def get(self, run_id: str) -> RunRecord | None:
+        try:
+            raw = self._redis.hgetall(self._run_key(run_id))
+        except redis.RedisError as e:
+            raise self._error(e) from None
+        return _record(raw) if raw else None
+
+    def _records(self, ids: list[str]) -> list[RunRecord]:
+        pipe = self._redis.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hgetall(self._run_key(run_id))
+        return [_record(raw) for raw in pipe.execute() if raw]
+
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[RunRecord], int]:
+        key = self._set_key(status)
+        try:
+            pipe = self._redis.pipeline(transaction=True)  # the page and the count from one moment
+            pipe.zcard(key)
+            pipe.zrevrange(key, offset, offset + limit - 1)
+            total, ids = pipe.execute()
+            return self._records(ids), total
+        except redis.RedisError as e:
+            raise self._error(e) from None
+
+    def active(self) -> list[RunRecord]:
+        try:
+            ids = [run_id for status in ACTIVE for run_id in self._redis.zrange(self._set_key(status), 0, -1)]
+            return [r for r in self._records(ids) if r.status in ACTIVE]
+        except redis.RedisError as e:
+            raise self._error(e) from None
+
+    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, **fields) -> bool:
+        check_update(fields)
+        allowed = list(only_from or ())
+        args = [f"{self._prefix}:status:", fields.get("status", ""), len(allowed), *allowed,
+                *_encode({**fields, "updated": time.time()})]
+        try:
+            return bool(self._update(keys=[self._run_key(run_id)], args=args))
+        except redis.RedisError as e:
+            raise self._error(e) from None
+
+    def ping(self) -> None:
+        try:
+            self._redis.ping()
+        except redis.RedisError as e:
+            raise self._error(e) from None
+
+    def close(self) -> None:
+        self._redis.close()
