@@ -3,6 +3,7 @@ context (checked against the repository and .dockerignore), and linted with hado
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -223,9 +224,11 @@ def test_builder_install_from_the_context_ships_every_module(rules, tmp_path):
     """The builder's non-editable `pip install .`, reduced to building the wheel from the context the CLI sends."""
     context = tmp_path / "context"
     build_context(rules, context)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "--wheel-dir", str(tmp_path / "dist"), str(context)], check=True, capture_output=True,
-                   timeout=120)
+    # The test environment's setuptools (offline) where it has one, else pip fetches the build backend.
+    offline = all(importlib.util.find_spec(name) for name in ("setuptools", "wheel"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp_path / "dist"),
+                    *(["--no-build-isolation"] if offline else []), str(context)], check=True, capture_output=True,
+                   timeout=180)
     (wheel,) = (tmp_path / "dist").glob("maddpg-*.whl")
     shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
     sources = {p.relative_to(ROOT).as_posix() for top in ("maddpg", "services") for p in (ROOT / top).rglob("*.py")
