@@ -1,0 +1,141 @@
+"""The Kubernetes objects of a run: valid against the Kubernetes schemas (kubernetes-validate, strict, the oldest
+and newest version we support), with the labels, owners, environment, resources and security they need."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+
+from maddpg.runspec import RunSpec
+from services.api.launchers.objects import (RUN_DIR, ClusterConfig, RunNames, explorer_job, labels, learner_job,
+                                            learner_service, owner_reference)
+from services.api.schemas import Quantities, Resources
+
+VERSIONS = ["1.29", kubernetes_validate.latest_version()]  # the oldest we support, the newest the schemas know
+CONFIG = ClusterConfig("training", "ghcr.io/org/maddpg:0.1.0", "Always", checkpoint_uri="s3://bucket/runs/",
+                       s3_endpoint="http://minio:9000", s3_secret="maddpg-s3", service_account="maddpg-run",
+                       redis_url="redis://redis:6379/0", stop_timeout_s=90.5)
+SPEC = RunSpec(scenario="simple_spread", num_agents=3, explorers=3, envs_per_explorer=64)
+LEARNER = Resources(requests=Quantities(cpu="1500m", memory="3Gi"), limits=Quantities(cpu="2", memory="6Gi"))
+EXPLORER = Resources(requests=Quantities(cpu="250m", memory="256Mi"), limits=Quantities(cpu="1", memory="1Gi"))
+OWNER = owner_reference("maddpg-r1-learner", "0b6b9f3c-8f5e-4a51-9a52-2b5c7a1d4e00")
+
+
+def _objects(run_id: str = "r1", config: ClusterConfig = CONFIG) -> dict[str, dict]:
+    return {"learner": learner_job(run_id, SPEC, config, LEARNER),
+            "service": learner_service(run_id, config, OWNER),
+            "explorers": explorer_job(run_id, SPEC, config, EXPLORER, OWNER, image="registry.local:5000/maddpg:dev")}
+
+
+def _env(container: dict) -> dict[str, object]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("config", [CONFIG, ClusterConfig("default", "maddpg:dev")], ids=["full", "minimal"])
+def test_every_object_is_valid(version, config):
+    for name, obj in _objects(config=config).items():
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_a_wrong_field_would_be_caught():
+    """The validation is not vacuous: strict mode refuses a misspelt field."""
+    job = learner_job("r1", SPEC, CONFIG, LEARNER)
+    job["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, VERSIONS[-1], strict=True)
+
+
+def test_labels_names_and_owners():
+    objects = _objects()
+    assert objects["learner"]["metadata"]["name"] == objects["service"]["metadata"]["name"] == "maddpg-r1-learner"
+    assert objects["explorers"]["metadata"]["name"] == "maddpg-r1-explorers"
+    for component, obj in [("learner", objects["learner"]), ("learner", objects["service"]),
+                           ("explorer", objects["explorers"])]:
+        assert obj["metadata"]["namespace"] == "training"
+        assert obj["metadata"]["labels"] == {
+            "app.kubernetes.io/name": "maddpg", "app.kubernetes.io/part-of": "maddpg",
+            "app.kubernetes.io/managed-by": "maddpg-api", "app.kubernetes.io/component": component,
+            "app.kubernetes.io/instance": "r1", "maddpg.io/run-id": "r1"}
+        if obj["kind"] == "Job":
+            assert obj["spec"]["template"]["metadata"]["labels"] == obj["metadata"]["labels"]
+    assert "ownerReferences" not in objects["learner"]["metadata"]
+    for obj in (objects["service"], objects["explorers"]):
+        assert obj["metadata"]["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job",
+                                                       "name": "maddpg-r1-learner", "uid": OWNER["uid"]}]
+    # The Service selects the learner pod by its template's labels.
+    pod_labels = objects["learner"]["spec"]["template"]["metadata"]["labels"]
+    assert objects["service"]["spec"]["selector"].items() <= pod_labels.items()
+    assert objects["service"]["spec"]["ports"] == [{"name": "zmq", "port": 5555, "targetPort": "zmq",
+                                                    "protocol": "TCP"}]
+
+
+def test_long_run_ids_give_names_of_at_most_63_characters():
+    long_ids = ["a" * 63, "a" * 62 + "b", "x" * 40 + "-" + "y" * 22]
+    names = [RunNames.of(run_id) for run_id in long_ids]
+    for n in names:
+        assert len(n.learner) <= 63 and len(n.explorers) <= 63
+        assert n.learner.removesuffix("-learner") == n.explorers.removesuffix("-explorers")
+    assert len({n.learner for n in names}) == 3  # a cut id plus a hash: still unique
+    assert RunNames.of("short").learner == "maddpg-short-learner"
+    assert labels("a" * 63, "learner")["maddpg.io/run-id"] == "a" * 63  # label values may be 63 long
+
+
+def test_learner_pod():
+    job = learner_job("r1", SPEC, CONFIG, LEARNER)
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["completions"] == job["spec"]["parallelism"] == 1
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["terminationGracePeriodSeconds"] == 91  # the stop timeout
+    assert pod["serviceAccountName"] == "maddpg-run" and pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/org/maddpg:0.1.0" and container["imagePullPolicy"] == "Always"
+    assert container["args"] == ["learner", "--quiet", "--run-dir", RUN_DIR]
+    env = _env(container)
+    assert env["MADDPG_RUN_ID"] == "r1" and RunSpec.model_validate(json.loads(env["MADDPG_RUN_SPEC"])) == SPEC
+    assert env["MADDPG_LEARNER_BIND"] == "tcp://0.0.0.0:5555" and env["REDIS_URL"] == "redis://redis:6379/0"
+    assert env["MADDPG_CHECKPOINT_URI"] == "s3://bucket/runs/r1" and env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["MADDPG_METRICS_PORT"] == "9100" and env["MADDPG_LOG_FORMAT"] == "json"
+    assert container["envFrom"] == [{"secretRef": {"name": "maddpg-s3", "optional": True}}]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"zmq": 5555, "metrics": 9100}
+    assert container["resources"] == {"requests": {"cpu": "1500m", "memory": "3Gi"},
+                                      "limits": {"cpu": "2", "memory": "6Gi"}}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert RUN_DIR.startswith("/data/") and volumes[mounts["/data"]] == {"name": "data", "emptyDir": {}}
+    assert volumes[mounts["/tmp"]]["emptyDir"] == {}  # the root filesystem is read-only
+
+
+def test_explorer_pods():
+    job = explorer_job("r1", SPEC, CONFIG, EXPLORER, OWNER)
+    assert job["spec"]["parallelism"] == job["spec"]["completions"] == 3
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["explorer"] and "envFrom" not in container  # only the learner talks to S3
+    env = _env(container)
+    assert env["MADDPG_LEARNER_ADDRESS"] == "tcp://maddpg-r1-learner:5555" and env["MADDPG_ENVS"] == "64"
+    assert env["REDIS_URL"] == "redis://redis:6379/0" and env["MADDPG_METRICS_PORT"] == "9100"
+    assert env["MADDPG_LOG_FORMAT"] == "json"
+    assert env["MADDPG_EXPLORER_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert container["resources"] == EXPLORER.model_dump()
+    assert explorer_job("r1", SPEC, CONFIG, EXPLORER, OWNER, image="other:1")["spec"]["template"]["spec"][
+        "containers"][0]["image"] == "other:1"
+
+
+def test_optional_settings_leave_no_trace():
+    job = learner_job("r1", SPEC, ClusterConfig("default", "maddpg:dev"), LEARNER)
+    pod = job["spec"]["template"]["spec"]
+    env = _env(pod["containers"][0])
+    assert not {"REDIS_URL", "MADDPG_CHECKPOINT_URI", "AWS_ENDPOINT_URL"} & env.keys()
+    assert "envFrom" not in pod["containers"][0] and "serviceAccountName" not in pod
+
+
+@pytest.mark.parametrize("kind", ["learner", "explorers"])
+def test_pods_run_as_non_root(kind):
+    pod = _objects()[kind]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                      "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+    for container in pod["containers"]:
+        assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                                "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
