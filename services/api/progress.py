@@ -99,8 +99,9 @@ class ProgressReader:
     """Progress of registered runs: from the run folder when the record has one on this host (read every time:
     a file read), else from the run's checkpoint store (`endpoints["checkpoints"]`), cached per run.
 
-    A store is read at most every `ttl_s` seconds per run, and once for good after the run ended; `refresh=False`
-    (listing many runs) never reads a store and answers with what the cache holds.
+    A store is read at most every `ttl_s` seconds per run (and again when its status changed), and once for good
+    after the run ended; `refresh=False` (listing many runs) never reads a store and answers with what the cache
+    holds.
 
     Args:
       store_options: options of the S3 stores (endpoint_url).
@@ -109,7 +110,7 @@ class ProgressReader:
 
     def __init__(self, store_options: dict | None = None, ttl_s: float = 10.0, max_entries: int = 4096):
         self._store_options, self._ttl_s, self._max_entries = store_options or {}, ttl_s, max_entries
-        self._cache: dict[str, tuple[float, dict]] = {}  # run id -> (fresh until, progress)
+        self._cache: dict[str, tuple[float, str, dict]] = {}  # run id -> (fresh until, run status then, progress)
         self._lock = threading.Lock()
 
     def __call__(self, record: RunRecord, refresh: bool = True) -> dict:
@@ -120,8 +121,8 @@ class ProgressReader:
             return {"source": "none", "note": "the run folder is in the learner pod and no checkpoint store is "
                                               "configured (MADDPG_API_CHECKPOINT_URI)"}
         with self._lock:
-            until, progress = self._cache.get(record.id, (0.0, None))
-        if progress is not None and (not refresh or until > time.monotonic()):
+            until, status, progress = self._cache.get(record.id, (0.0, "", None))
+        if progress is not None and (not refresh or (until > time.monotonic() and status == record.status)):
             return progress
         if not refresh:
             return {"source": "checkpoint", "note": "not read yet: GET /runs/{id} reads the newest checkpoint"}
@@ -129,7 +130,8 @@ class ProgressReader:
         final = record.status not in ACTIVE and "note" not in progress
         with self._lock:
             self._cache.pop(record.id, None)  # re-inserted last: the oldest entries go first
-            self._cache[record.id] = (float("inf") if final else time.monotonic() + self._ttl_s, progress)
+            self._cache[record.id] = (float("inf") if final else time.monotonic() + self._ttl_s, record.status,
+                                      progress)
             while len(self._cache) > self._max_entries:
                 self._cache.pop(next(iter(self._cache)))
         return progress

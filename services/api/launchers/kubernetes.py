@@ -141,8 +141,8 @@ class KubernetesLauncher:
                        learner_service(run_id, self._cluster, owner))
             self._call("create the explorer Job", self._batch.create_namespaced_job, self._ns,
                        explorer_job(run_id, spec, self._cluster, pods.explorer, owner, pods.image))
-        except LaunchError:
-            self._delete(names)
+        except LaunchError:  # what it owns goes with it: never an object of the same name made by someone else
+            self._delete(names, ("learner",))
             raise
         with self._lock:
             self._watched[run_id] = False
@@ -151,17 +151,18 @@ class KubernetesLauncher:
             endpoints["checkpoints"] = self._cluster.run_checkpoints(run_id)
         return Launched([], endpoints, "")
 
-    def _delete(self, names: RunNames, learner: bool = True) -> None:
-        """Deletes a run's objects (those already gone are fine); failures are logged, the poller tries again.
+    def _delete(self, names: RunNames, parts: tuple[str, ...] = ("learner", "explorers", "service")) -> None:
+        """Deletes some of a run's objects (those already gone are fine); failures are logged, and the poller
+        tries again for a stopping run.
 
         The learner Job goes in the foreground: it stays until its pod has ended (SIGTERM, then the grace
-        period for the final checkpoint), so its disappearance means the run is over.
+        period for the final checkpoint), so its disappearance means the run is over; the garbage collector
+        also deletes what it owns.
         """
-        calls = [("the explorer Job", self._batch.delete_namespaced_job, names.explorers, "Background"),
-                 ("the learner's Service", self._core.delete_namespaced_service, names.learner, None)]
-        if learner:
-            calls.insert(0, ("the learner Job", self._batch.delete_namespaced_job, names.learner, "Foreground"))
-        for what, fn, name, policy in calls:
+        calls = {"learner": ("the learner Job", self._batch.delete_namespaced_job, names.learner, "Foreground"),
+                 "explorers": ("the explorer Job", self._batch.delete_namespaced_job, names.explorers, "Background"),
+                 "service": ("the learner's Service", self._core.delete_namespaced_service, names.learner, None)}
+        for what, fn, name, policy in (calls[part] for part in parts):
             try:
                 fn(name, self._ns, propagation_policy=policy, _request_timeout=self._timeout)
             except ApiException as e:
@@ -233,7 +234,7 @@ class KubernetesLauncher:
             with self._lock:
                 self._watched.pop(run_id, None)
             if outcome[0] != "stopped":  # the explorers and Service of an ended run; the learner Job keeps its logs
-                self._delete(names, learner=False)
+                self._delete(names, ("explorers", "service"))
             log.info("run %s: %s (%s)", run_id, outcome[0], outcome[1] or "ok")
             try:
                 self._on_exit(run_id, *outcome)

@@ -94,7 +94,7 @@ async def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryD
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from None
     registry.update(run_id, pids=launched.pids, endpoints=launched.endpoints, run_dir=launched.run_dir)
     record = _get(registry, run_id)
-    return _out(record, progress(record))
+    return _out(record, progress(record, refresh=False))  # nothing to read in a store yet
 
 
 @router.get("", response_model=RunPage)
