@@ -1,0 +1,143 @@
+"""The run registry's contract, for SQLite and for Redis (a real redis-server): add, get, list with status filter
+and pages, guarded status changes (atomic under racing threads), active runs, ping; and the API with Redis."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.api.main import create_app
+from services.api.redis_registry import RedisRegistry
+from services.api.registry import DuplicateRunError, RegistryError, RunRecord, SqliteRegistry, make_registry
+from services.api.settings import ApiSettings
+from tests.integration.redis_server import RedisServer
+from tests.unit.api.conftest import FakeLauncher
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def registry(request, tmp_path):
+    if request.param == "sqlite":
+        made = SqliteRegistry(tmp_path / "registry.sqlite3")
+    else:
+        server = request.getfixturevalue("redis_server")
+        made = RedisRegistry(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    yield made
+    made.close()
+
+
+def _run(run_id: str, status: str = "running") -> RunRecord:
+    return RunRecord(id=run_id, status=status, spec={"scenario": "simple", "seed": 3}, run_dir=f"/runs/{run_id}",
+                     pids=[11, 12], endpoints={"learner": "tcp://127.0.0.1:5"})
+
+
+def test_add_get_and_duplicates(registry):
+    added = registry.add(_run("a"))
+    assert added.created > 0 and added.created == added.updated
+    got = registry.get("a")
+    assert got == added and got.spec == {"scenario": "simple", "seed": 3} and got.reason is None
+    with pytest.raises(DuplicateRunError):
+        registry.add(_run("a"))
+    assert registry.get("nope") is None
+
+
+def test_list_pages_newest_first_with_a_status_filter(registry):
+    for k in range(12):
+        registry.add(_run(f"r{k:02d}", "finished" if k % 3 == 0 else "running"))
+    page, total = registry.list(limit=5, offset=2)
+    assert total == 12 and [r.id for r in page] == ["r09", "r08", "r07", "r06", "r05"]
+    finished, total = registry.list("finished", limit=10)
+    assert total == 4 and [r.id for r in finished] == ["r09", "r06", "r03", "r00"]
+    assert registry.list("failed") == ([], 0)
+    assert registry.list(limit=5, offset=50) == ([], 12)
+
+
+def test_update_only_from_and_the_status_sets(registry):
+    registry.add(_run("a"))
+    before = registry.get("a").updated
+    assert registry.update("a", only_from=("running",), status="stopping")
+    assert not registry.update("a", only_from=("running",), status="failed", reason="too late")
+    assert registry.update("a", pids=[], endpoints={"learner": "tcp://x:1"}, run_dir="")
+    record = registry.get("a")
+    assert (record.status, record.reason, record.pids, record.endpoints, record.run_dir) == (
+        "stopping", None, [], {"learner": "tcp://x:1"}, "")
+    assert record.updated >= before
+    assert [r.id for r in registry.active()] == ["a"]
+    assert registry.update("a", only_from=("running", "stopping"), status="failed", reason="boom")
+    assert registry.get("a").reason == "boom" and registry.active() == []
+    assert registry.list("failed")[1] == 1 and registry.list("stopping")[1] == 0 and registry.list("running")[1] == 0
+    assert not registry.update("nope", status="failed")
+
+
+def test_racing_status_changes_have_one_winner(registry):
+    registry.add(_run("race"))
+    wins, start = [], threading.Barrier(8)
+
+    def attempt(k: int) -> None:
+        start.wait()
+        if registry.update("race", only_from=("running",), status="failed" if k % 2 else "stopping",
+                           reason=f"thread {k}"):
+            wins.append(k)
+
+    threads = [threading.Thread(target=attempt, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    record = registry.get("race")
+    assert record.reason == f"thread {wins[0]}" and record.status == ("failed" if wins[0] % 2 else "stopping")
+    assert sum(registry.list(s)[1] for s in ("running", "stopping", "failed")) == 1  # in exactly one status set
+
+
+def test_a_thousand_runs(registry):
+    for k in range(1000):
+        registry.add(_run(f"run-{k:04d}", "finished" if k % 10 else "running"))
+    page, total = registry.list(limit=100, offset=900)
+    assert total == 1000 and page[0].id == "run-0099" and page[-1].id == "run-0000"
+    assert len(registry.active()) == 100
+
+
+def test_an_unreachable_redis_is_a_registry_error_naming_it(tmp_path):
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis").start()
+    registry = RedisRegistry(server.url, timeout=0.5)
+    registry.ping()
+    server.stop()
+    with pytest.raises(RegistryError, match=f"Redis registry at 127.0.0.1:{server.port}"):
+        registry.ping()
+    with pytest.raises(RegistryError):
+        registry.list()
+
+
+def test_the_api_on_redis(tmp_path):
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis").start()
+    settings = ApiSettings(runs_dir=tmp_path / "runs", redis_url=server.url)
+    registry = make_registry(settings)
+    assert isinstance(registry, RedisRegistry)
+    try:
+        with TestClient(create_app(settings, registry=registry, launcher=FakeLauncher())) as client:
+            assert client.post("/runs", json={"scenario": "simple", "run_id": "on-redis"}).status_code == 201
+            assert client.post("/runs", json={"scenario": "simple", "run_id": "on-redis"}).status_code == 409
+            assert client.get("/runs").json()["items"][0]["id"] == "on-redis"
+            assert client.get("/readyz").status_code == 200
+            server.stop()
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and "Redis registry" in ready.json()["problems"][0]
+            down = client.get("/runs")
+            assert down.status_code == 503 and "registry is unavailable" in down.json()["detail"]
+            server.start()  # its append-only file kept the run
+            assert client.get("/runs/on-redis").json()["status"] == "running"
+    finally:
+        server.stop()
+        registry.close()
