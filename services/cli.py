@@ -196,7 +196,10 @@ def cmd_scenarios(ns: argparse.Namespace) -> int:
 def cmd_bench(ns: argparse.Namespace) -> int:
     from maddpg.bench import run_suites
 
-    return run_suites(ns.suite, quick=ns.quick, out=ns.out, out_dir=ns.out_dir)
+    options = {k: getattr(ns, k) for k in ("seeds", "episodes", "scenarios") if getattr(ns, k) is not None}
+    if options and ns.suite != "learning":
+        raise UserError(f"--{', --'.join(options)}: options of the learning suite only")
+    return run_suites(ns.suite, quick=ns.quick, out=ns.out, out_dir=ns.out_dir, options=options)
 
 
 def cmd_learner(ns: argparse.Namespace) -> int:
@@ -295,14 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a benchmark suite (JSON and a markdown table)",
                        description="Benchmarks measure the project beside its baseline in the same run.")
-    p.add_argument("suite", choices=["all", "loop", "update", "env", "inference", "e2e", "checkpoint", "queue"],
+    p.add_argument("suite", choices=["all", "loop", "update", "env", "inference", "e2e", "checkpoint", "queue",
+                                     "learning"],
                    help="loop: single-process training loop; update: one all-agent update; env: batched engine "
                         "vs mpe2; inference: the batching server; e2e: a whole local run; checkpoint: write and "
-                        "restore times; queue: Redis Streams vs the local replay queue")
+                        "restore times; queue: Redis Streams vs the local replay queue; learning: reward curves "
+                        "of full training runs vs a random policy (about an hour; JSON and PNGs default to "
+                        "bench/results/)")
     p.add_argument("--quick", action="store_true", help="short timings, under a minute per suite")
     p.add_argument("--out", type=Path, default=None, help="JSON file for one suite's results")
     p.add_argument("--out-dir", type=Path, default=None,
                    help="folder for SUITE.json files and README.md (used by `make bench`)")
+    p.add_argument("--seeds", type=int, default=None, help="learning: seeds per scenario (default 2, --quick 1)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="learning: episodes per run (default: 60,000 for simple_spread, 30,000 for the others)")
+    p.add_argument("--scenarios", type=lambda s: s.split(","), default=None,
+                   help="learning: comma-separated scenarios (default: simple_spread, simple_adversary, "
+                        "simple_tag, simple_speaker_listener)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("learner", help="the learner service: batched inference for explorers over ZeroMQ, "

@@ -12,16 +12,20 @@ from maddpg.bench.harness import markdown
 
 SUITES = {"loop": "maddpg.bench.loop", "update": "maddpg.bench.update", "env": "maddpg.bench.env",
           "inference": "maddpg.bench.inference", "e2e": "maddpg.bench.e2e", "checkpoint": "maddpg.bench.checkpoint",
-          "queue": "maddpg.bench.queue"}
+          "queue": "maddpg.bench.queue", "learning": "maddpg.bench.learning"}
 
 
-def run_suites(suite: str, *, quick: bool = False, out: Path | None = None, out_dir: Path | None = None) -> int:
-    """Runs one suite or all; prints each markdown table; writes SUITE.json and README.md under `out_dir`."""
+def run_suites(suite: str, *, quick: bool = False, out: Path | None = None, out_dir: Path | None = None,
+               options: dict | None = None) -> int:
+    """Runs one suite or all; prints each markdown table; writes SUITE.json and README.md under `out_dir`.
+
+    `options` are keyword arguments of one suite's `run` (the learning suite's seeds, episodes, scenarios).
+    """
     names = list(SUITES) if suite == "all" else [suite]
     tables = []
     for name in tqdm(names, desc="bench", unit="suite", disable=len(names) == 1):
         target = out if len(names) == 1 and out else (Path(out_dir) / f"{name}.json" if out_dir else None)
-        doc = importlib.import_module(SUITES[name]).run(quick=quick, out=target)
+        doc = importlib.import_module(SUITES[name]).run(quick=quick, out=target, **(options or {}))
         table = markdown(doc)
         tables.append(table)
         print(table)
