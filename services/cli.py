@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run a benchmark suite (JSON and a markdown table)",
                        description="Benchmarks measure the project beside its baseline in the same run.")
     p.add_argument("suite", choices=["all", "loop", "update", "env", "inference", "e2e", "checkpoint", "queue",
-                                     "learning"],
+                                     "learning", "api"],
                    help="loop: single-process training loop; update: one all-agent update; env: batched engine "
                         "vs mpe2; inference: the batching server; e2e: a whole local run; checkpoint: write and "
                         "restore times; queue: Redis Streams vs the local replay queue; learning: reward curves "
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for SUITE.json files and README.md (used by `make bench`)")
     p.add_argument("--seeds", type=int, default=None, help="learning: seeds per scenario (default 2, --quick 1)")
     p.add_argument("--episodes", type=int, default=None,
-                   help="learning: episodes per run (default: 60,000 for simple_spread, 30,000 for the others)")
+                   help="learning: episodes per run (default: 60,000 for simple_spread, 40,000 for the others)")
     p.add_argument("--scenarios", type=lambda s: s.split(","), default=None,
                    help="learning: comma-separated scenarios (default: simple_spread, simple_adversary, "
                         "simple_tag, simple_speaker_listener)")
