@@ -64,7 +64,7 @@ class MADDPGAgent:
         self.learner = MADDPGLearner(
             env_spec, self.heads, agent_policies(spec, env_spec), num_units=spec.num_units, lr=spec.lr,
             gamma=spec.gamma, tau=spec.tau, grad_norm_clip=spec.grad_norm_clip, actor_reg=spec.actor_reg,
-            seed=spec.seed, jit=jit)
+            seed=spec.seed, jit=jit, shared_batch=spec.shared_batch)
         self.buffer = ReplayBuffer(spec.replay_size, env_spec.obs_dims, [h.action_dim for h in self.heads])
         self.schedule = UpdateSchedule(spec.update_every, spec.min_replay)
         self.policy = NumpyPolicy(self.heads, self.learner.actor_weights(), np.random.default_rng(spec.seed + 3),
@@ -118,14 +118,21 @@ class MADDPGAgent:
     def warm_up(self) -> None:
         """Compiles the update on zeros of the batch's shapes without changing any state."""
         n, b = self.env_spec.num_agents, self.spec.batch_size
-        obs = [np.zeros((n, b, d), np.float32) for d in self.env_spec.obs_dims]
-        act = [np.zeros((n, b, h.action_dim), np.float32) for h in self.heads]
+        lead = (b,) if self.spec.shared_batch else (n, b)
+        obs = [np.zeros((*lead, d), np.float32) for d in self.env_spec.obs_dims]
+        act = [np.zeros((*lead, h.action_dim), np.float32) for h in self.heads]
         zeros = np.zeros((n, b), np.float32)
         self.learner.warm_up(obs, act, zeros, obs, zeros)
 
     def learn_once(self) -> dict[str, np.ndarray]:
-        """One update of all agents, each on its own uniformly sampled batch (as openai/maddpg)."""
+        """One update of all agents, each on its own uniformly sampled batch (as openai/maddpg), or all on one
+        (`shared_batch`)."""
         n, b = self.env_spec.num_agents, self.spec.batch_size
+        if self.spec.shared_batch:
+            batch = self.buffer.gather(self.buffer.sample_indices(self._rng, (b,)))  # fields [B, ...]
+            metrics = self.learner.step(batch.obs, batch.action, batch.reward.T, batch.next_obs, batch.done.T)
+            self.updates += 1
+            return metrics
         idx = self.buffer.sample_indices(self._rng, (n, b))
         batch = self.buffer.gather(idx)  # fields [N, B, ...]
         own = (np.arange(n)[:, None], np.arange(b)[None, :], np.arange(n)[:, None])

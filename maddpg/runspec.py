@@ -80,6 +80,10 @@ class RunSpec(BaseModel):
     update_every: int = Field(100, ge=1, description="env steps between two updates of all agents")
     learning_starts: int | None = Field(
         None, ge=0, description="transitions in the buffer before updates start; default batch_size * max_episode_len")
+    shared_batch: bool = Field(
+        False, description="one replay batch for every agent's update, target actions computed once per update: N "
+                           "times fewer target-actor passes and gathers (faster with many agents; openai/maddpg "
+                           "samples a batch per agent, the default)")
 
     # Run bookkeeping.
     seed: int = Field(0, ge=0, description="random seed of envs, networks and sampling")

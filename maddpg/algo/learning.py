@@ -7,6 +7,9 @@ gradients are clipped per variable by norm, Adam steps each network, then target
 averaging. Agents are updated in order inside one tf.function, so agent i's target actions use the target
 actors already moved for agents < i, exactly as the original's sequential loop. A `ddpg` agent's critic sees
 only its own observation and action.
+
+With `shared_batch` every agent learns from the same batch and the target actions are sampled once per update,
+from the targets as they were before it (a departure: N target-actor passes instead of N^2, see algo/README.md).
 """
 
 from __future__ import annotations
@@ -55,12 +58,13 @@ class MADDPGLearner:
       num_units, lr, gamma, tau, grad_norm_clip, actor_reg: as in the run spec.
       seed: seeds the initial weights and the sampling inside updates.
       jit: compile the update with XLA (fastest on CPU).
+      shared_batch: `step` takes one batch for all agents (fields [B, dim]) instead of one per agent.
     """
 
     def __init__(self, env_spec: EnvSpec, heads: list[Head], policies: list[str], *, num_units: int = 64,
                  lr: float = 1e-2, gamma: float = 0.95, tau: float = 0.01, grad_norm_clip: float = 0.5,
-                 actor_reg: float = 1e-3, seed: int = 0, jit: bool = True):
-        self.heads, self.policies = heads, policies
+                 actor_reg: float = 1e-3, seed: int = 0, jit: bool = True, shared_batch: bool = False):
+        self.heads, self.policies, self.shared_batch = heads, policies, shared_batch
         self._gamma, self._tau, self._reg = gamma, tau, actor_reg
         obs_dims = env_spec.obs_dims
         act_dims = [h.action_dim for h in heads]
@@ -92,18 +96,24 @@ class MADDPGLearner:
             return tf.concat(obs + act, axis=-1)  # [B, sum(obs) + sum(act)]
         return tf.concat([obs[i], act[i]], axis=-1)
 
+    def _target_actions(self, o_t: list[tf.Tensor]) -> list[tf.Tensor]:
+        return [D.sample(h, net(o), self.gen) for h, net, o in zip(self.heads, self.target_actors, o_t)]
+
     def _update_all(self, obs, act, rew, next_obs, done):
-        """obs/act/next_obs: per agent j, [N, B, dim_j] (slice i = the batch sampled for agent i);
-        rew/done: [N, B] (agent i's own reward and done on its batch)."""
+        """obs/act/next_obs: per agent j, [N, B, dim_j] (slice i = the batch sampled for agent i), or [B, dim_j]
+        with `shared_batch`; rew/done: [N, B] (agent i's own reward and done on its batch)."""
         self.step_count.assign_add(1)
         t = tf.cast(self.step_count, tf.float32)
         n = len(self.actors)
+        if self.shared_batch:
+            a_t_shared = self._target_actions(next_obs)
         q_losses, p_losses, q_means = [], [], []
         for i in range(n):
-            o_tm1 = [x[i] for x in obs]
-            a_tm1 = [x[i] for x in act]
-            o_t = [x[i] for x in next_obs]
-            a_t = [D.sample(h, net(o), self.gen) for h, net, o in zip(self.heads, self.target_actors, o_t)]
+            if self.shared_batch:
+                o_tm1, a_tm1, o_t, a_t = obs, act, next_obs, a_t_shared
+            else:
+                o_tm1, a_tm1, o_t = [x[i] for x in obs], [x[i] for x in act], [x[i] for x in next_obs]
+                a_t = self._target_actions(o_t)
             q_t = self.target_critics[i](self._critic_input(i, o_t, a_t))[:, 0]  # [B]
             y = tf.stop_gradient(rew[i] + self._gamma * (1.0 - done[i]) * q_t)
 

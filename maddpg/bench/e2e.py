@@ -58,9 +58,24 @@ def steady_rates(rows: np.ndarray, warm_s: float) -> tuple[float, float, float]:
             float(seconds))
 
 
-def _distributed(n: int, seconds: float, warm_s: float, start_limit: float, work: Path):
-    """Runs 1 learner + 2 explorers for `seconds` of steady state; returns (env steps/s, updates/s, window s)."""
-    spec = _spec(n, explorers=2, envs_per_explorer=16, engine="batched")
+def _peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory (VmHWM) in MiB; nan once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _distributed(n: int, seconds: float, warm_s: float, start_limit: float, work: Path, memory: dict | None = None,
+                 **fields):
+    """Runs 1 learner + 2 explorers for `seconds` of steady state; returns (env steps/s, updates/s, window s).
+
+    `memory`, if given, receives the peak resident MiB of the learner and of the first explorer.
+    """
+    spec = _spec(n, explorers=2, envs_per_explorer=16, engine="batched", **fields)
     run_dir = Path(tempfile.mkdtemp(prefix=f"e2e-n{n}-", dir=work))
     run = LocalRun(spec, run_dir, quiet=True)
     csv_path = run_dir / "rewards.csv"
@@ -77,6 +92,8 @@ def _distributed(n: int, seconds: float, warm_s: float, start_limit: float, work
         else:
             raise RuntimeError(f"no update within {start_limit:.0f} s of starting the distributed run")
         time.sleep(warm_s + seconds)
+        if memory is not None:
+            memory["learner"], memory["explorer"] = _peak_rss_mib(run.learner.pid), _peak_rss_mib(run.explorers[0].pid)
     finally:
         if run.learner.poll() is None:
             run.learner.send_signal(signal.SIGINT)  # as Ctrl-C: the learner stops explorers and checkpoints
@@ -127,8 +144,10 @@ def _case(n: int, rounds: int, loop_s: float, dist_s: float, warm_s: float, work
         samples["loop"].append(loop(loop_s))
         return samples["loop"][-1][0]
 
+    memory: dict[str, float] = {}
+
     def run_dist() -> float:
-        steps, updates, window = _distributed(n, dist_s, warm_s, start_limit, work)
+        steps, updates, window = _distributed(n, dist_s, warm_s, start_limit, work, memory)
         samples["dist"].append((steps, updates))
         windows.append(window)
         return steps
@@ -152,7 +171,23 @@ def _case(n: int, rounds: int, loop_s: float, dist_s: float, warm_s: float, work
                note="MADDPGAgent.learn_once() back to back in one process (sampling, gather, XLA update on one "
                     "TensorFlow thread): the trainer's ceiling, so the distributed run's env steps/s is at most "
                     "100x this at the original ratio"),
+        Result(f"{case} distributed", "learner_peak_rss", memory.get("learner", float("nan")), "MiB",
+               note="peak resident memory (VmHWM) of the learner process (replay buffer of 1M transitions "
+                    "allocated lazily, TensorFlow, the compiled update)"),
+        Result(f"{case} distributed", "explorer_peak_rss", memory.get("explorer", float("nan")), "MiB",
+               note="peak resident memory of one explorer (16 env copies, no TensorFlow)"),
     ]
+
+
+def _shared_batch_case(n: int, dist_s: float, warm_s: float, work: Path, start_limit: float) -> list[Result]:
+    """The distributed run with `shared_batch` (one replay batch for all agents) beside the default, A B."""
+    rates = {}
+    for shared in (False, True):
+        rates[shared] = _distributed(n, dist_s, warm_s, start_limit, work, shared_batch=shared)
+    case = f"simple_spread N={n} distributed shared_batch"
+    return [Result(case, "env_steps_per_s", rates[True][0], "steps/s", rates[False][0],
+                   note="--shared-batch (one batch for every agent's update) vs the original's batch per agent"),
+            Result(case, "updates_per_s", rates[True][1], "updates/s", rates[False][1])]
 
 
 def run(quick: bool = False, out: Path | None = None) -> dict:
@@ -167,4 +202,5 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
             results += _case(3, rounds=2, loop_s=6.0, dist_s=15.0, warm_s=3.0, work=Path(tmp))
             # N=20: one update takes about a second and its XLA compilation about a minute (in each process).
             results += _case(20, rounds=1, loop_s=8.0, dist_s=25.0, warm_s=3.0, work=Path(tmp), start_limit=200.0)
+            results += _shared_batch_case(20, dist_s=25.0, warm_s=3.0, work=Path(tmp), start_limit=200.0)
     return write("e2e", results, out)

@@ -1,5 +1,6 @@
 """Suite `update`: time of one all-agent MADDPG update (batch 1024) compiled with XLA, beside the same update
-run eagerly, for simple_spread N=3 and N=20. Includes sampling and gathering the batch from the buffer."""
+run eagerly, for simple_spread N=3 and N=20; and the `shared_batch` option (one batch for all agents) beside the
+original's batch per agent. Includes sampling and gathering the batch from the buffer."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from maddpg.runspec import RunSpec
 from maddpg.types import Transition
 
 
-def _filled_agent(n: int, jit: bool, size: int) -> MADDPGAgent:
+def _filled_agent(n: int, jit: bool, size: int, shared_batch: bool = False) -> MADDPGAgent:
     env = MPEEnv("simple_spread", {"N": n})
-    spec = RunSpec(scenario="simple_spread", num_agents=n, replay_size=size)
+    spec = RunSpec(scenario="simple_spread", num_agents=n, replay_size=size, shared_batch=shared_batch)
     agent = MADDPGAgent(spec, env.spec, 1, jit=jit)
     rng = np.random.default_rng(0)
     dims = env.spec.obs_dims
@@ -49,16 +50,21 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
     sizes = [3] if quick else [3, 20]
     for n in sizes:
         fused, eager = _filled_agent(n, True, 20_000), _filled_agent(n, False, 20_000)
+        shared = _filled_agent(n, True, 20_000, shared_batch=True)
         eager.learner._update = eager.learner._update_all  # the same Python function, not compiled at all
         fused.learn_once()  # compile
+        shared.learn_once()
         reps = (3 if quick else 20) if n == 3 else (1 if quick else 3)
-        med = interleaved({"fused": _timer(fused, reps), "eager": _timer(eager, max(1, reps // 4))},
-                          rounds=2 if quick else 3)
+        med = interleaved({"fused": _timer(fused, reps), "eager": _timer(eager, max(1, reps // 4)),
+                           "shared": _timer(shared, reps)}, rounds=2 if quick else 3)
         results.append(Result(f"simple_spread N={n} B=1024", "update_ms", med["fused"], "ms", med["eager"],
                               ratio=med["eager"] / med["fused"],
                               note="one update of all agents: XLA-compiled vs eager TensorFlow (ratio = speed-up)"))
         results.append(Result(f"simple_spread N={n} B=1024", "updates_per_s", 1e3 / med["fused"], "updates/s",
                               1e3 / med["eager"]))
+        results.append(Result(f"simple_spread N={n} B=1024 shared_batch", "update_ms", med["shared"], "ms",
+                              med["fused"], ratio=med["fused"] / med["shared"],
+                              note="one batch for all agents vs one per agent (both XLA; ratio = speed-up)"))
     results.append(Result("tensorflow threads", "intra_op", tf.config.threading.get_intra_op_parallelism_threads(),
                           "threads"))
     return write("update", results, out)

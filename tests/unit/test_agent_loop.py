@@ -106,3 +106,11 @@ def test_a_restored_agent_continues_with_the_same_random_streams():
     for a, b in zip(agent.act(obs), twin.act(obs)):
         np.testing.assert_array_equal(a, b)  # same weights and same acting stream
     np.testing.assert_array_equal(agent._rng.integers(0, 10**6, 8), twin._rng.integers(0, 10**6, 8))  # sampling
+
+
+def test_a_shared_batch_agent_trains_on_the_same_schedule():
+    agent, _, _ = _run(20, num_envs=2, shared_batch=True)
+    assert agent.updates == 6
+    metrics = agent.learn_once()
+    assert all(np.isfinite(metrics[k]).all() and metrics[k].shape == (3,) for k in ("q_loss", "p_loss", "q"))
+    agent.warm_up()  # compiles the shared-batch shapes

@@ -110,3 +110,27 @@ def test_warm_up_compiles_without_changing_any_state():
     for name, value in learner.variables().items():
         np.testing.assert_array_equal(value.numpy(), before[name], err_msg=name)
     assert learner._update.experimental_get_tracing_count() == 1
+
+
+def test_shared_batch_uses_one_batch_and_the_targets_from_before_the_update():
+    """`shared_batch`: every agent learns from the same batch, and every agent's target actions come from the
+    target actors as they were before the update (N target-actor passes instead of N^2)."""
+    agents = (AgentSpec("a0", 3, "box", 2, (2,)), AgentSpec("a1", 4, "box", 2, (2,)))
+    heads = [H.make_head(a, "deterministic") for a in agents]
+    learner = MADDPGLearner(EnvSpec("test", agents), heads, ["maddpg", "maddpg"], num_units=8, lr=LR, gamma=GAMMA,
+                            tau=TAU, grad_norm_clip=0.5, actor_reg=REG, seed=3, shared_batch=True)
+    rng = np.random.default_rng(1)
+    b = 16
+    obs = [rng.normal(size=(b, d)).astype(np.float32) for d in (3, 4)]
+    nxt = [rng.normal(size=(b, d)).astype(np.float32) for d in (3, 4)]
+    act = [rng.uniform(size=(b, 2)).astype(np.float32) for _ in range(2)]
+    rew = rng.normal(size=(2, b)).astype(np.float32)
+    done = (rng.uniform(size=(2, b)) < 0.3).astype(np.float32)
+    target_actors = [_np(x) for x in learner.target_actors]
+    critics, target_critics = [_np(x) for x in learner.critics], [_np(x) for x in learner.target_critics]
+    metrics = learner.step(obs, act, rew, nxt, done)
+    a_t = [_mode(h, mlp_forward(w, o)) for h, w, o in zip(heads, target_actors, nxt)]
+    for i in range(2):
+        y = rew[i] + GAMMA * (1 - done[i]) * mlp_forward(target_critics[i], np.concatenate(nxt + a_t, -1))[:, 0]
+        q = mlp_forward(critics[i], np.concatenate(obs + act, -1))[:, 0]
+        np.testing.assert_allclose(metrics["q_loss"][i], np.mean((q - y) ** 2), rtol=1e-4)
