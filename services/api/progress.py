@@ -4,7 +4,6 @@ run's checkpoint store, which the learner writes every `save_rate` episodes and 
 
 from __future__ import annotations
 
-import csv
 import os
 import threading
 import time
@@ -38,40 +37,53 @@ def _complete_lines(path: Path, last: int | None) -> tuple[str, list[str]]:
     return header.decode(errors="replace").strip(), lines[-last:] if last else lines
 
 
-def read_rewards(run_dir: Path, last: int | None = None) -> dict[str, list[float]]:
-    """The rewards CSV as columns (only its `last` rows, if given). A line being written is skipped."""
+def _table(run_dir: Path, last: int | None) -> tuple[list[str], list[list[str]]]:
+    """The column names and the complete rows (as many fields as names) of a run folder's rewards CSV.
+
+    The CSV holds only numbers (RunFolder writes it), so a comma splits fields.
+    """
     try:
         header, lines = _complete_lines(Path(run_dir) / REWARDS, last)
     except OSError:
-        return {}
-    if not header:
-        return {}
-    names = next(csv.reader([header]))
-    rows = []
-    for row in csv.reader(lines):
-        if len(row) != len(names):
-            continue
+        return [], []
+    names = header.split(",") if header else []
+    return names, [fields for fields in (line.split(",") for line in lines) if len(fields) == len(names)]
+
+
+def _numbers(rows: list[list[str]], columns: list[int]) -> list[list[float]]:
+    """The given columns of each row as floats; a row with a field that is not a number is skipped."""
+    values = []
+    for row in rows:
         try:
-            rows.append([float(v) for v in row])
+            values.append([float(row[i]) for i in columns])
         except ValueError:
             continue
-    return {name: [r[i] for r in rows] for i, name in enumerate(names)}
+    return values
+
+
+def read_rewards(run_dir: Path) -> dict[str, list[float]]:
+    """The rewards CSV as columns. A line being written is skipped."""
+    names, rows = _table(run_dir, None)
+    values = _numbers(rows, list(range(len(names))))
+    return {name: [v[i] for v in values] for i, name in enumerate(names)}
 
 
 def read_progress(run_dir: Path) -> dict:
-    """env_steps, episodes, updates, mean_reward_last_100 and newest_checkpoint of a run folder."""
-    columns = read_rewards(run_dir, last=100)
-    rewards = columns.get("reward", [])
+    """env_steps, episodes, updates, mean_reward_last_100 and newest_checkpoint of a run folder, from the last
+    100 rows of its rewards CSV (read from the end: a long run costs no more than a short one)."""
+    names, rows = _table(run_dir, 100)
+    wanted = ("episode", "env_steps", "updates", "reward")
+    values = _numbers(rows, [names.index(c) for c in wanted]) if set(wanted) <= set(names) else []
     try:
         checkpoints = list_checkpoints(Path(run_dir) / CHECKPOINTS)
     except StoreError:
         checkpoints = []
     return {
         "source": "run_folder",
-        "episodes": int(columns["episode"][-1]) if rewards else 0,
-        "env_steps": int(columns["env_steps"][-1]) if rewards else 0,
-        "updates": int(columns["updates"][-1]) if rewards else 0,
-        "mean_reward_last_100": sum(rewards) / len(rewards) if rewards else None,
+        "episodes": int(values[-1][0]) if values else 0,
+        "env_steps": int(values[-1][1]) if values else 0,
+        "updates": int(values[-1][2]) if values else 0,
+        "mean_reward_last_100": sum(v[3] for v in values) / len(values) if values else None,
         "newest_checkpoint": str(checkpoints[-1]) if checkpoints else None,
     }
 
@@ -96,16 +108,16 @@ def read_checkpoint_progress(uri: str, **store_options) -> dict:
 
 
 class ProgressReader:
-    """Progress of registered runs: from the run folder when the record has one on this host (read every time:
-    a file read), else from the run's checkpoint store (`endpoints["checkpoints"]`), cached per run.
+    """Progress of registered runs: from the run folder when the record has one on this host, else from the
+    run's checkpoint store (`endpoints["checkpoints"]`), with a cache per run.
 
-    A store is read at most every `ttl_s` seconds per run (and again when its status changed), and once for good
-    after the run ended; `refresh=False` (listing many runs) never reads a store and answers with what the cache
-    holds.
+    A running run's folder is read every time (live; a few file reads). A store is read at most every `ttl_s`
+    seconds per run, or again when the run's status changed; `refresh=False` (listing many runs) never reads a
+    store and answers with what the cache holds. Once a run ended, its progress is read once and kept.
 
     Args:
       store_options: options of the S3 stores (endpoint_url).
-      ttl_s: seconds a store's answer stays fresh. max_entries: cached runs kept.
+      ttl_s: seconds a store's answer stays fresh. max_entries: cached runs kept, the least recently read go.
     """
 
     def __init__(self, store_options: dict | None = None, ttl_s: float = 10.0, max_entries: int = 4096):
@@ -114,24 +126,27 @@ class ProgressReader:
         self._lock = threading.Lock()
 
     def __call__(self, record: RunRecord, refresh: bool = True) -> dict:
-        if record.run_dir:
-            return read_progress(Path(record.run_dir))
-        uri = record.endpoints.get("checkpoints")
-        if not uri:
-            return {"source": "none", "note": "the run folder is in the learner pod and no checkpoint store is "
-                                              "configured (MADDPG_API_CHECKPOINT_URI)"}
         with self._lock:
             until, status, progress = self._cache.get(record.id, (0.0, "", None))
-        if progress is not None and (not refresh or (until > time.monotonic() and status == record.status)):
+        if progress is not None and until > time.monotonic() and status == record.status:
             return progress
-        if not refresh:
-            return {"source": "checkpoint", "note": "not read yet: GET /runs/{id} reads the newest checkpoint"}
-        progress = read_checkpoint_progress(uri, **self._store_options)
+        from_store = not record.run_dir
+        if from_store and not refresh:
+            return progress or {"source": "checkpoint", "note": "not read yet: GET /runs/{id} reads the newest "
+                                                                "checkpoint"}
+        if not from_store:
+            progress = read_progress(Path(record.run_dir))
+        elif record.endpoints.get("checkpoints"):
+            progress = read_checkpoint_progress(record.endpoints["checkpoints"], **self._store_options)
+        else:
+            return {"source": "none", "note": "the run folder is in the learner pod and no checkpoint store is "
+                                              "configured (MADDPG_API_CHECKPOINT_URI)"}
         final = record.status not in ACTIVE and "note" not in progress
-        with self._lock:
-            self._cache.pop(record.id, None)  # re-inserted last: the oldest entries go first
-            self._cache[record.id] = (float("inf") if final else time.monotonic() + self._ttl_s, record.status,
-                                      progress)
-            while len(self._cache) > self._max_entries:
-                self._cache.pop(next(iter(self._cache)))
+        if final or from_store:
+            with self._lock:
+                self._cache.pop(record.id, None)  # re-inserted last: the oldest entries go first
+                self._cache[record.id] = (float("inf") if final else time.monotonic() + self._ttl_s,
+                                          record.status, progress)
+                while len(self._cache) > self._max_entries:
+                    self._cache.pop(next(iter(self._cache)))
         return progress

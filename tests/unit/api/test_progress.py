@@ -59,3 +59,18 @@ def test_the_cache_is_bounded(tmp_path):
         reader(_record(f"r{k}", f"file://{tmp_path}/r{k}"))
     assert reader(_record("r0", f"file://{tmp_path}/r0"), refresh=False)["note"].startswith("not read yet")
     assert "no complete checkpoint" in reader(_record("r2", f"file://{tmp_path}/r2"), refresh=False)["note"]
+
+
+def test_a_run_folder_is_read_live_until_the_run_ended(tmp_path):
+    header = "episode,env_steps,updates,wall_time_s,length,reward\n"
+    (tmp_path / "rewards.csv").write_text(header + "1,25,0,0.5,25,-3\n")
+    record = RunRecord(id="local", status="running", spec={}, run_dir=str(tmp_path))
+    reader = ProgressReader()
+    assert reader(record)["episodes"] == 1
+    (tmp_path / "rewards.csv").write_text(header + "1,25,0,0.5,25,-3\n2,50,1,1.0,25,-1\n")
+    assert reader(record, refresh=False)["episodes"] == 2  # a file read is cheap: always live
+    record.status = "finished"
+    final = reader(record)
+    assert final["episodes"] == 2 and final["mean_reward_last_100"] == -2.0
+    (tmp_path / "rewards.csv").write_text(header)  # an ended run's folder does not change: read once
+    assert reader(record) == final
