@@ -357,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="the control API (FastAPI): start, list and stop runs",
                        description="Serve the control API (OpenAPI at /docs, metrics at /metrics). Settings come "
                                    "from MADDPG_API_* variables: RUNS_DIR, REGISTRY, LAUNCHER, MAX_EXPLORERS, "
-                                   "MAX_ENVS_PER_EXPLORER, TOKEN.")
+                                   "MAX_ENVS_PER_EXPLORER, TOKEN, STOP_TIMEOUT_S; for LAUNCHER=kubernetes: NAMESPACE, "
+                                   "IMAGE, IMAGE_PULL_POLICY, CHECKPOINT_URI, S3_ENDPOINT, S3_SECRET, "
+                                   "RUN_SERVICE_ACCOUNT; and REDIS_URL (Redis registry and replay queues).")
     p.add_argument("--host", default=os.environ.get("MADDPG_API_HOST", "127.0.0.1"),
                    help="address to listen on (env MADDPG_API_HOST; default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ.get("MADDPG_API_PORT", "8000")),

@@ -13,7 +13,7 @@ from services.api.launchers.objects import (RUN_DIR, ClusterConfig, RunNames, ex
                                             learner_service, owner_reference)
 from services.api.schemas import Quantities, Resources
 
-VERSIONS = ["1.29", kubernetes_validate.latest_version()]  # the oldest we support, the newest the schemas know
+VERSIONS = ["1.25", kubernetes_validate.latest_version()]  # the oldest the chart supports, the newest known
 CONFIG = ClusterConfig("training", "ghcr.io/org/maddpg:0.1.0", "Always", checkpoint_uri="s3://bucket/runs/",
                        s3_endpoint="http://minio:9000", s3_secret="maddpg-s3", service_account="maddpg-run",
                        redis_url="redis://redis:6379/0", stop_timeout_s=90.5)
