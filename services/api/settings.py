@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _DNS_SUBDOMAIN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
+# An image reference: [host[:port]/]path[:tag][@sha256:digest].
+IMAGE_PATTERN = (r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+                 r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
 
 
 def in_cluster_namespace() -> str:
@@ -46,7 +49,8 @@ class ApiSettings(BaseSettings):
     # The kubernetes launcher.
     namespace: str = Field(default_factory=in_cluster_namespace, pattern=_DNS_LABEL,
                            description="namespace of the runs' Jobs; default: the API pod's own, else 'default'")
-    image: str | None = Field(None, description="image of the runs' pods (required with launcher=kubernetes)")
+    image: str | None = Field(None, pattern=IMAGE_PATTERN, max_length=255,
+                              description="image of the runs' pods (required with launcher=kubernetes)")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="pull policy of the runs' pods")
     checkpoint_uri: str | None = Field(

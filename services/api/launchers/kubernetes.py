@@ -68,8 +68,8 @@ def _explain(what: str, e: ApiException | Exception, namespace: str) -> str:
     if not isinstance(e, ApiException):
         return f"cannot {what}: the Kubernetes API is unreachable ({type(e).__name__}: {e})"
     if e.status in (401, 403):
-        return (f"cannot {what}: the API's service account is not allowed to in namespace {namespace} "
-                f"({_message(e)}); its Role needs services.api.launchers.kubernetes.RBAC_RULES")
+        return (f"cannot {what} in namespace {namespace}: not allowed for the API's service account ({_message(e)}); "
+                f"its Role needs the rules of services.api.launchers.kubernetes.RBAC_RULES")
     return f"cannot {what}: the Kubernetes API answered {e.status}: {_message(e)}"
 
 

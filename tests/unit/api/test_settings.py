@@ -55,6 +55,7 @@ def test_the_namespace_defaults_to_the_pods_own(monkeypatch, tmp_path):
 @pytest.mark.parametrize("field, value", [
     ("checkpoint_uri", "bucket/runs"), ("s3_endpoint", "minio:9000"), ("namespace", "Bad_NS"),
     ("redis_url", "localhost:6379"), ("image_pull_policy", "Sometimes"), ("stop_timeout_s", 0),
+    ("image", "Maddpg Latest"),
 ])
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ValidationError, match=field):
