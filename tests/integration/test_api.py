@@ -109,6 +109,10 @@ def test_start_watch_stop_a_run_through_the_local_launcher(api):
 
     first = _wait_for(episodes, 120, "the first episodes")
     _wait_for(lambda: episodes() > first + 5, 60, "more episodes")
+    # The run's processes serve their Prometheus metrics at the endpoints the API reports.
+    learner_metrics = httpx.get(run["endpoints"]["learner_metrics"], timeout=5).text
+    assert 'maddpg_episodes_total{role="learner",run_id="tiny"}' in learner_metrics
+    assert "maddpg_env_steps_total" in httpx.get(run["endpoints"]["explorer-0_metrics"], timeout=5).text
     assert client.get("/runs", params={"status": "running"}).json()["total"] == 1
 
     stopped = client.post("/runs/tiny/stop", headers=auth)

@@ -70,7 +70,9 @@ class LocalLauncher:
         with self._lock:
             self._runs[run_id] = run
         threading.Thread(target=self._watch, args=(run_id, run), daemon=True, name=f"watch-{run_id}").start()
-        return Launched([run.learner.pid] + [p.pid for p in run.explorers], {"learner": run.address}, str(run_dir))
+        endpoints = {"learner": run.address,
+                     **{f"{role}_metrics": f"http://127.0.0.1:{port}/metrics" for role, port in run.metrics_ports.items()}}
+        return Launched([run.learner.pid] + [p.pid for p in run.explorers], endpoints, str(run_dir))
 
     def _watch(self, run_id: str, run: _LoggedRun) -> None:
         code = run.wait()
