@@ -34,7 +34,7 @@ def _chunk(seq: int) -> Chunk:
     return Chunk("bench", "run", seq, t, np.zeros((0, N), np.float32), np.zeros(0, np.int32))
 
 
-def _start_redis(folder: str) -> tuple[subprocess.Popen, str]:
+def start_redis(folder: str) -> tuple[subprocess.Popen, str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -74,7 +74,7 @@ def _through(put, get, ack, chunks: int) -> float:
 def run(quick: bool = False, out: Path | None = None) -> dict:
     chunks = 300 if quick else 2000
     with tempfile.TemporaryDirectory() as folder:
-        proc, url = _start_redis(folder)
+        proc, url = start_redis(folder)
         try:
             runs = iter(range(1_000_000))
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from maddpg.bench.harness import Result, write
-from maddpg.bench.queue import _start_redis
+from maddpg.bench.queue import start_redis
 from maddpg.launch import console_script
 from maddpg.runfolder import REWARDS
 from services.api.redis_registry import RedisRegistry
@@ -94,7 +94,7 @@ def _percentile(samples: list[float], q: float) -> float:
 def run(quick: bool = False, out: Path | None = None) -> dict:
     rounds, n_list, n_small = (2, 25, 150) if quick else (5, 100, 600)
     folder = Path(tempfile.mkdtemp(prefix="maddpg-bench-api-"))
-    redis_proc, url = _start_redis(str(folder))
+    redis_proc, url = start_redis(str(folder))
     servers: dict[str, _Server] = {}
     try:
         _seed(SqliteRegistry(folder / "sqlite" / "registry.sqlite3"), folder / "runs")
