@@ -36,7 +36,7 @@ EPISODES = {"simple_spread": 60_000, "simple_adversary": 40_000, "simple_tag": 4
             "simple_speaker_listener": 40_000}
 SEEDS = 2
 QUICK_EPISODES, QUICK_SEEDS = 300, 1
-FINAL_WINDOW = 1000  # episodes averaged for the final reward, as the figures of the paper
+FINAL_WINDOW = 1000  # episodes in the final reward, as openai/maddpg's train.py averages (its save_rate)
 RANDOM_EPISODES = 1000
 BINS = 100  # points per curve
 EXPLORERS = 2
@@ -53,6 +53,7 @@ def make_spec(scenario: str, seed: int, episodes: int, overrides: dict | None = 
 
 
 def label(scenario: str) -> str:
+    """The scenario's name in tables and titles."""
     return "simple_spread N=3" if scenario == "simple_spread" else scenario
 
 
