@@ -75,7 +75,7 @@ class LocalRun:
             self.explorers.append(self._spawn(
                 ["explorer", "--learner", self.address, "--envs", str(self.spec.envs_per_explorer),
                  "--explorer-id", f"explorer-{k}", "--metrics-port", str(self.metrics_ports[f"explorer-{k}"])],
-                stdout=sys.stderr))  # their few log lines join the learner's progress bar on the terminal
+                stdout=2))  # their few log lines go to our stderr, beside the learner's progress bar
 
     def wait(self) -> int:
         """Waits for the learner; stops the explorers; returns the learner's exit code (130 on Ctrl-C)."""
