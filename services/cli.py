@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for SUITE.json files and README.md (used by `make bench`)")
     p.add_argument("--seeds", type=int, default=None, help="learning: seeds per scenario (default 2, --quick 1)")
     p.add_argument("--episodes", type=int, default=None,
-                   help="learning: episodes per run (default: 60,000 for simple_spread, 40,000 for the others)")
+                   help="learning: episodes per run (default: the original's 60,000)")
     p.add_argument("--scenarios", type=lambda s: s.split(","), default=None,
                    help="learning: comma-separated scenarios (default: simple_spread, simple_adversary, "
                         "simple_tag, simple_speaker_listener)")
