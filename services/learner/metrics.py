@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from maddpg.replay.redis_queue import QueueError
+from maddpg.replay.redis_queue import QueueError, RedisQueue
 from maddpg.telemetry.metrics import BATCH_BUCKETS, CHECKPOINT_BUCKETS, LATENCY_BUCKETS, Sample, ServiceMetrics
 from maddpg.transport.server import ERROR_CODES
 
@@ -69,8 +69,12 @@ class LearnerMetrics:
             yield Sample("maddpg_checkpoints", "counter", "checkpoints written", cp.written)
             yield Sample("maddpg_checkpoint_failures", "counter", "checkpoint writes that failed", cp.failed)
         try:
-            yield Sample("maddpg_replay_queue_depth", "gauge", "chunks waiting in the replay queue",
-                         learner.queue.depth())
+            yield Sample("maddpg_replay_queue_depth", "gauge",
+                         "chunks waiting in the replay queue (Redis: the consumer group's lag)", learner.queue.depth())
+            if isinstance(learner.queue, RedisQueue):
+                yield Sample("maddpg_replay_queue_unacked", "gauge",
+                             "chunks read but not acknowledged yet (acknowledged once a checkpoint covers them)",
+                             learner.queue.pending())
         except QueueError as e:
             log.warning("replay queue depth unknown: %s", e)
         yield Sample("maddpg_inference_requests", "counter", "inference requests answered", stats.requests)

@@ -5,11 +5,12 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import redis
 
-from maddpg.launch import free_tcp_address
+from maddpg.launch import free_tcp_address, free_tcp_port
 from maddpg.replay.redis_queue import stream_key
 from tests.integration.cli import MADDPG, run
 from tests.integration.redis_server import RedisServer
@@ -52,10 +53,12 @@ def test_a_learner_killed_mid_run_resumes_and_loses_no_acknowledged_chunk(tmp_pa
     spec = [*TINY, "--num-episodes", "100000", "--save-rate", "20", "--chunk-len", "5"]
     envs, chunk_len = 4, 5
 
+    metrics_port = free_tcp_port()
+
     def learner(*extra):
         return subprocess.Popen([MADDPG, "learner", "--bind", address, "--run-dir", str(run_dir), "--queue",
-                                 server.url, *spec, *extra], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                 server.url, "--metrics-port", str(metrics_port), *spec, *extra], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     first = learner()
     explorer = subprocess.Popen([MADDPG, "explorer", "--learner", address, "--envs", str(envs), "--explorer-id",
@@ -70,6 +73,9 @@ def test_a_learner_killed_mid_run_resumes_and_loses_no_acknowledged_chunk(tmp_pa
         key = stream_key("run")
         while client.xpending(key, "learner")["pending"] < 3 and time.time() < deadline:
             time.sleep(0.01)  # some chunks are in the buffer but in no checkpoint yet
+        exposition = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert 'maddpg_replay_queue_unacked{role="learner",run_id="run"}' in exposition  # Redis' own gauges
+        assert 'maddpg_replay_queue_depth{role="learner",run_id="run"}' in exposition
         first.send_signal(signal.SIGKILL)  # no final checkpoint, no acknowledgement
         first.wait()
         time.sleep(1.0)
