@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loop: single-process training loop; update: one all-agent update; env: batched engine "
                         "vs mpe2; inference: the batching server; e2e: a whole local run; checkpoint: write and "
                         "restore times; queue: Redis Streams vs the local replay queue; learning: reward curves "
-                        "of full training runs vs a random policy (about an hour; JSON and PNGs default to "
+                        "of full training runs vs a random policy (about 40 min on 2 cores; JSON and PNGs default to "
                         "bench/results/)")
     p.add_argument("--quick", action="store_true", help="short timings, under a minute per suite")
     p.add_argument("--out", type=Path, default=None, help="JSON file for one suite's results")
