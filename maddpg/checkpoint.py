@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def encode(spec: RunSpec, env_spec: EnvSpec, arrays: dict[str, np.ndarray],
-           counters: dict[str, int]) -> tuple[str, dict[str, bytes], bytes]:
+           counters: dict[str, float]) -> tuple[str, dict[str, bytes], bytes]:
     """A checkpoint as (name, objects, manifest) ready for `CheckpointStore.put`."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -44,7 +44,7 @@ def encode(spec: RunSpec, env_spec: EnvSpec, arrays: dict[str, np.ndarray],
 
 
 def save(root: Path | str | CheckpointStore, spec: RunSpec, env_spec: EnvSpec, arrays: dict[str, np.ndarray],
-         counters: dict[str, int], keep: int = 3) -> Path | str:
+         counters: dict[str, float], keep: int = 3) -> Path | str:
     """Writes a checkpoint to `root` (a folder, a `file://` or `s3://` URI, or a store) and keeps the newest
     `keep`. Returns where it is: a folder for a file store, a URI otherwise.
 
@@ -92,7 +92,7 @@ class Checkpoint:
             self.spec = RunSpec.model_validate(self.manifest["spec"])
             self.env_spec = EnvSpec(self.spec.scenario, tuple(
                 AgentSpec(**{**a, "action_groups": tuple(a["action_groups"])}) for a in self.manifest["agents"]))
-            self.counters: dict[str, int] = self.manifest["counters"]
+            self.counters: dict[str, float] = self.manifest["counters"]
             self.arrays: dict[str, np.ndarray] = self._load_arrays() if load_arrays else {}
         except CheckpointError:
             raise

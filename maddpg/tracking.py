@@ -133,9 +133,12 @@ class RunTracker:
 
     def _submit(self) -> None:
         arrays, counters = self.agent.state()  # a snapshot: numpy copies of the variables
+        counters = {**counters, "episodes": self.episodes}
+        if self.recent:  # for readers of the store alone (the API, for a run whose folder is in a pod)
+            counters["mean_reward_last_100"] = self.mean_reward
         self.checkpoints_submitted += 1
         self._submitted_episodes = self.episodes
-        self.checkpointer.submit((arrays, {**counters, "episodes": self.episodes}, self.checkpoints_submitted))
+        self.checkpointer.submit((arrays, counters, self.checkpoints_submitted))
 
     def _write(self, job) -> tuple[Path | str, int, int]:
         """Runs on the checkpointer's thread; returns (where, snapshot number, episodes)."""

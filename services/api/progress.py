@@ -89,7 +89,8 @@ def read_progress(run_dir: Path) -> dict:
 
 
 def read_checkpoint_progress(uri: str, **store_options) -> dict:
-    """episodes, env_steps, updates and newest_checkpoint from the newest checkpoint's manifest at `uri`.
+    """episodes, env_steps, updates, mean_reward_last_100 (None in checkpoints that predate it) and
+    newest_checkpoint from the newest checkpoint's manifest at `uri`.
 
     Args:
       uri: the run's checkpoint store (s3://bucket/prefix/RUN_ID or file:///...).
@@ -104,6 +105,7 @@ def read_checkpoint_progress(uri: str, **store_options) -> dict:
     counters = checkpoint.counters
     return {"source": "checkpoint", "episodes": counters.get("episodes", 0),
             "env_steps": counters.get("env_steps", 0), "updates": counters.get("updates", 0),
+            "mean_reward_last_100": counters.get("mean_reward_last_100"),
             "newest_checkpoint": str(checkpoint.path)}
 
 

@@ -97,7 +97,7 @@ class RunCreate(RunSpec):
 
 class Progress(BaseModel):
     """How far a run got: live from its run folder (local runs), or as of its newest checkpoint (runs whose
-    run folder is in a pod: the counters of the checkpoint's manifest, so no reward)."""
+    run folder is in a pod: the counters of the checkpoint's manifest, mean reward of the last 100 included)."""
 
     source: Literal["run_folder", "checkpoint", "none"] = Field(
         "run_folder", description="run_folder: its rewards CSV (live); checkpoint: the newest checkpoint's "

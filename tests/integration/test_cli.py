@@ -1,6 +1,7 @@
 """The console script: help, errors without tracebacks, run folders, reproducibility, Ctrl-C."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -72,6 +73,10 @@ def test_a_run_writes_its_folder(tiny_run):
     assert imageio.imread(run_dir / "learning_curve.png").shape[2] in (3, 4)
     checkpoints = sorted((run_dir / "checkpoints").glob("ckpt-*/manifest.json"))
     assert checkpoints and int(rows[-1]["updates"]) > 0
+    # The final checkpoint carries the mean reward too: the API reads it for runs whose folder is in a pod.
+    counters = json.loads(checkpoints[-1].read_text())["counters"]
+    assert counters["episodes"] == 12
+    assert counters["mean_reward_last_100"] == pytest.approx(np.mean([float(r["reward"]) for r in rows]), abs=1e-3)
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
 
 

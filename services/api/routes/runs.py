@@ -113,7 +113,8 @@ def list_runs(registry: RegistryDep, launcher: LauncherDep, progress: ProgressDe
 @router.get("/{run_id}", response_model=RunOut, responses=_NOT_FOUND)
 def get_run(run_id: str, registry: RegistryDep, launcher: LauncherDep, progress: ProgressDep) -> RunOut:
     """A run's spec, status, progress and endpoints. Progress is live for a local run (its run folder), and as
-    of the newest checkpoint for a kubernetes run (read at most every 10 s), without a reward."""
+    of the newest checkpoint for a kubernetes run (read at most every 10 s; counters and the mean reward of the
+    last 100 episodes)."""
     record = _get(registry, run_id)
     if record.status in ("running", "stopping"):
         reconcile(registry, launcher)

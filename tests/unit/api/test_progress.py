@@ -18,7 +18,8 @@ def _record(run_id: str, uri: str | None, status: str = "running") -> RunRecord:
 
 def _save(uri: str, episodes: int) -> str:
     where = checkpoint.save(uri, RunSpec(scenario="simple"), ENV_SPEC, {},
-                            {"env_steps": 25 * episodes, "updates": episodes // 4, "episodes": episodes})
+                            {"env_steps": 25 * episodes, "updates": episodes // 4, "episodes": episodes,
+                             "mean_reward_last_100": -episodes / 10})
     return str(where)
 
 
@@ -32,7 +33,7 @@ def test_progress_comes_from_the_newest_checkpoint_and_is_cached(tmp_path):
     newest = _save(uri, 80)
     ended = reader(_record("r1", uri, "finished"))  # a new status reads again
     assert ended == {"source": "checkpoint", "episodes": 80, "env_steps": 2000, "updates": 20,
-                     "newest_checkpoint": newest}
+                     "mean_reward_last_100": -8.0, "newest_checkpoint": newest}
     _save(uri, 120)  # cannot happen after the end; shows that an ended run is never read again
     assert reader(_record("r1", uri, "finished")) == ended
     assert reader(_record("r1", uri, "finished"), refresh=False) == ended
