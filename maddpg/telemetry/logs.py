@@ -10,11 +10,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
-LogFormat = Literal["json", "text"]
 FORMATS = ("json", "text")
 
 
