@@ -3,7 +3,6 @@ run started through the local launcher, watched, stopped gracefully, with no pro
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -11,17 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from maddpg.launch import free_tcp_port
 from tests.integration.cli import MADDPG
 
 TOKEN = "test-token"
 TINY = {"scenario": "simple", "num_episodes": 100_000, "explorers": 1, "envs_per_explorer": 2,
         "learning_starts": 100, "batch_size": 32, "num_units": 16, "update_every": 10, "save_rate": 100_000}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -52,7 +46,7 @@ class _Api:
     """`maddpg api` on a free port with a runs folder, and an httpx client for it."""
 
     def __init__(self, tmp_path: Path, runs_dir: Path):
-        port = _free_port()
+        port = free_tcp_port()
         env = {**os.environ, "MADDPG_API_RUNS_DIR": str(runs_dir), "MADDPG_API_TOKEN": TOKEN,
                "TF_CPP_MIN_LOG_LEVEL": "2"}
         self.log_path = tmp_path / f"api-{port}.log"

@@ -7,7 +7,6 @@ check owner references where a real cluster would delete dependents by them.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -18,6 +17,7 @@ import uvicorn
 
 from maddpg import checkpoint
 from maddpg.envs.spaces import AgentSpec, EnvSpec
+from maddpg.launch import free_tcp_port
 from maddpg.runspec import RunSpec
 from services.api.launchers import LaunchError, PodOptions, reconcile
 from services.api.launchers.kubernetes import KubernetesLauncher
@@ -198,17 +198,11 @@ def test_problem_names_an_unreachable_or_forbidden_api(emulator, launcher):
     assert "unreachable" in launcher.problem()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Uvicorn:
     """A FastAPI app served by uvicorn on a free port from a thread of this process."""
 
     def __init__(self, app):
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_tcp_port(), log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         _wait_until(lambda: self.server.started)

@@ -5,7 +5,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from maddpg.launch import free_tcp_port
 from tests.integration.cli import MADDPG
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "charts" / "dashboards"
@@ -25,12 +25,6 @@ prometheus = shutil.which("prometheus")
 needs_prometheus = pytest.mark.skipif(
     not (promtool and prometheus or os.environ.get("CI")),  # CI installs Debian's prometheus: never skip there
     reason="Debian package prometheus (promtool, prometheus) is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -54,8 +48,8 @@ class Services:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MADDPG_LOG_FORMAT": "json",
                "MADDPG_API_RUNS_DIR": str(tmp / "api-runs")}
         env.pop("REDIS_URL", None)
-        bind = f"tcp://127.0.0.1:{_free_port()}"
-        self.ports = {"learner": _free_port(), "explorer": _free_port(), "api": _free_port()}
+        bind = f"tcp://127.0.0.1:{free_tcp_port()}"
+        self.ports = {"learner": free_tcp_port(), "explorer": free_tcp_port(), "api": free_tcp_port()}
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs = {role: tmp / f"{role}.out" for role in self.ports}
         commands = {
@@ -172,7 +166,7 @@ def test_every_dashboard_query_parses_and_names_only_exported_metrics(services, 
 
 @needs_prometheus
 def test_a_real_prometheus_scrapes_rising_env_steps(services, tmp_path):
-    port = _free_port()
+    port = free_tcp_port()
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
               "scrape_configs": [{"job_name": "maddpg", "static_configs": [{"targets": [
                   f"127.0.0.1:{services.ports['learner']}", f"127.0.0.1:{services.ports['explorer']}"]}]}]}
