@@ -32,11 +32,16 @@ class Transition(NamedTuple):
 
 # ---------------------------------------------------------------- wire messages (encoded by transport/codec.py)
 class Hello(NamedTuple):
-    """An explorer announces itself; a new `run_id` means it restarted and its old state must be dropped."""
+    """An explorer announces itself; a new `run_id` means it restarted and its old state must be dropped.
+
+    `oldest_chunk` is the seq of the oldest chunk it still holds (or of its next chunk when it holds none): a
+    learner that expects an older one counts the chunks in between as lost instead of waiting for them.
+    """
 
     explorer_id: str
     run_id: str
     num_envs: int
+    oldest_chunk: int = 1
 
 
 class Welcome(NamedTuple):
@@ -47,6 +52,7 @@ class Welcome(NamedTuple):
     spec_json: str
     queue: str = "local"
     run_id: str = ""
+    next_chunk: int = 1  # the chunk seq the learner expects next from this explorer life (resend from there)
 
 
 class InferenceRequest(NamedTuple):
@@ -63,10 +69,15 @@ class InferenceRequest(NamedTuple):
 class InferenceReply(NamedTuple):
     seq: int
     actions: list[np.ndarray]  # [E, act_dim_i] float32 policy action vectors per agent
+    durable_chunk: int = 0  # chunks of this explorer life up to this seq are in a written checkpoint
 
 
 class Chunk(NamedTuple):
-    """Transitions of one explorer for the replay queue, with the episodes that ended inside it."""
+    """Transitions of one explorer for the replay queue, with the episodes that ended inside it.
+
+    `seq` numbers the chunks of one explorer life (`run_id`) 1, 2, 3, ... without gaps: the learner consumes
+    them in that order, skips any it already holds and counts a gap as lost chunks (exactly-once intake).
+    """
 
     explorer_id: str
     run_id: str
@@ -77,6 +88,8 @@ class Chunk(NamedTuple):
 
 
 class Ack(NamedTuple):
+    """A chunk (this seq) is in the learner's replay queue."""
+
     seq: int
 
 
@@ -87,8 +100,9 @@ class Stop(NamedTuple):
 
 
 class Error(NamedTuple):
-    """A request was refused; the sender may fix it and try again."""
+    """A request (or, with `chunk`, the chunk of that seq) was refused; the sender may fix it and try again."""
 
     seq: int
     code: str
     message: str
+    chunk: bool = False

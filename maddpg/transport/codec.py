@@ -16,7 +16,7 @@ import numpy as np
 from maddpg.types import (Ack, Chunk, Error, Hello, InferenceReply, InferenceRequest, Stop, Transition,
                           Welcome)
 
-VERSION = 1
+VERSION = 2
 MAX_ARRAYS = 1024
 
 
@@ -40,7 +40,7 @@ def _arrays(msg) -> tuple[dict, list[np.ndarray]]:
         fields = {"explorer_id": msg.explorer_id, "run_id": msg.run_id, "seq": msg.seq, "n": len(msg.obs)}
         return fields, [*msg.obs, msg.reward, msg.done]
     if isinstance(msg, InferenceReply):
-        return {"seq": msg.seq}, list(msg.actions)
+        return {"seq": msg.seq, "durable_chunk": msg.durable_chunk}, list(msg.actions)
     if isinstance(msg, Chunk):
         t = msg.transitions
         fields = {"explorer_id": msg.explorer_id, "run_id": msg.run_id, "seq": msg.seq, "n": len(t.obs)}
@@ -110,7 +110,7 @@ def _build(cls, fields: dict, arrays: list[np.ndarray]):
         return InferenceRequest(str(fields["explorer_id"]), str(fields["run_id"]), int(fields["seq"]),
                                 arrays[:n], arrays[n], arrays[n + 1])
     if cls is InferenceReply:
-        return InferenceReply(int(fields["seq"]), arrays)
+        return InferenceReply(int(fields["seq"]), arrays, int(fields.get("durable_chunk", 0)))
     if cls is Chunk:
         n = int(fields["n"])
         if len(arrays) != 3 * n + 4:
