@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import kmock
 from kubernetes import client
 
-JOBS, SERVICES = "batch/v1/jobs", "v1/services"
+JOBS, SERVICES, SECRETS = "batch/v1/jobs", "v1/services", "v1/secrets"
 
 
 class _ApiServer(kmock.KubernetesEmulator):
@@ -43,6 +43,7 @@ class KubeEmulator:
         async with _ApiServer() as handler, kmock.Server(handler) as server:
             handler.resources[JOBS] = kmock.ResourceInfo(kind="Job", namespaced=True)
             handler.resources[SERVICES] = kmock.ResourceInfo(kind="Service", namespaced=True)
+            handler.resources[SECRETS] = kmock.ResourceInfo(kind="Secret", namespaced=True)
             self.handler, self.url = handler, str(server.url).rstrip("/")
             self._ready.set()
             await self._done.wait()

@@ -7,6 +7,7 @@ check owner references where a real cluster would delete dependents by them.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -26,7 +27,7 @@ from services.api.main import create_app
 from services.api.registry import ACTIVE, RunRecord, SqliteRegistry
 from services.api.schemas import Quantities, Resources
 from services.api.settings import ApiSettings
-from tests.integration.kube_emulator import JOBS, SERVICES, KubeEmulator
+from tests.integration.kube_emulator import JOBS, SECRETS, SERVICES, KubeEmulator
 
 NS = "training"
 CLUSTER = ClusterConfig(NS, "ghcr.io/org/maddpg:0.1.0", redis_url="redis://redis:6379/0", stop_timeout_s=60)
@@ -85,6 +86,12 @@ def _of_run(objects: dict[str, dict], run_id: str) -> dict[str, dict]:
     return {name: o for name, o in objects.items() if o["metadata"]["labels"].get("maddpg.io/run-id") == run_id}
 
 
+def _key_of(emulator, run_id: str) -> str | None:
+    """The run's key as its Secret holds it (kmock keeps stringData as sent), or None without a Secret."""
+    secret = _of_run(emulator.live(SECRETS, NS), run_id).get(f"maddpg-{run_id}-run-key")
+    return secret and secret["stringData"]["run-key"]
+
+
 def _record(run_id: str, status: str = "running") -> RunRecord:
     return RunRecord(id=run_id, status=status, spec=SPEC.model_dump(mode="json"), run_dir="")
 
@@ -110,6 +117,23 @@ def test_a_run_is_a_learner_job_its_service_and_an_explorer_job(emulator, launch
     assert len(_of_run(emulator.live(JOBS, NS), "r2")) == 2
 
 
+def test_each_run_gets_a_secret_with_a_new_key_owned_by_its_learner_job(emulator, launcher, tmp_path):
+    launcher.start("r1", SPEC, tmp_path)
+    launcher.start("r2", SPEC, tmp_path)
+    (secret,) = _of_run(emulator.live(SECRETS, NS), "r1").values()
+    learner = emulator.live(JOBS, NS)["maddpg-r1-learner"]
+    assert secret["metadata"]["name"] == "maddpg-r1-run-key" and secret["type"] == "Opaque"
+    assert secret["metadata"]["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job",
+                                                      "name": "maddpg-r1-learner", "uid": learner["metadata"]["uid"]}]
+    assert re.fullmatch("[0-9a-f]{64}", _key_of(emulator, "r1")) and _key_of(emulator, "r2") != _key_of(emulator, "r1")
+    for job in _of_run(emulator.live(JOBS, NS), "r1").values():
+        volumes = job["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "run-key", "secret": {"secretName": "maddpg-r1-run-key", "defaultMode": 0o400}} in volumes
+    # The learner Job first, so that the Secret is created with its owner (no PATCH, no Secret without one).
+    creates = [path.rsplit("/", 1)[1] for path, _ in emulator.requests("POST")[:4]]
+    assert creates == ["jobs", "secrets", "services", "jobs"]
+
+
 def test_a_failed_create_is_a_launch_error_and_leaves_nothing_of_its_own(emulator, launcher, tmp_path):
     batch, core = emulator.clients()
     squatter = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "maddpg-r1-learner", "namespace": NS},
@@ -119,6 +143,41 @@ def test_a_failed_create_is_a_launch_error_and_leaves_nothing_of_its_own(emulato
         launcher.start("r1", SPEC, tmp_path)
     assert "maddpg-r1-learner" not in emulator.live(JOBS, NS)
     assert "ownerReferences" not in emulator.live(SERVICES, NS)["maddpg-r1-learner"]["metadata"]  # not ours: kept
+    # The Secret, made before the Service failed, goes with its owner, the learner Job (deleted in the foreground):
+    # kmock has no garbage collector to show that.
+    deletes = dict(emulator.requests("DELETE"))
+    assert deletes[f"/apis/batch/v1/namespaces/{NS}/jobs/maddpg-r1-learner"] == {"propagationPolicy": "Foreground"}
+    (owner,) = emulator.live(SECRETS, NS)["maddpg-r1-run-key"]["metadata"]["ownerReferences"]
+    assert owner["name"] == "maddpg-r1-learner"
+
+
+def test_a_failed_learner_job_leaves_no_secret(emulator, launcher, tmp_path):
+    squatter = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "maddpg-r1-learner", "namespace": NS}}
+    emulator.clients()[0].create_namespaced_job(NS, squatter)
+    with pytest.raises(LaunchError, match="cannot create the learner Job: .*409"):
+        launcher.start("r1", SPEC, tmp_path)
+    assert not emulator.live(SECRETS, NS) and not emulator.live(SERVICES, NS)
+    assert "ownerReferences" not in emulator.live(JOBS, NS)["maddpg-r1-learner"]["metadata"]  # not ours: kept
+
+
+def test_a_refused_secret_removes_the_learner_job_and_names_the_missing_rule(emulator, launcher, tmp_path):
+    emulator.run(lambda: emulator.handler["create v1/secrets"] << kmock.KubernetesError(
+        status=403, reason="Forbidden", message='secrets is forbidden: User "system:serviceaccount:x:api" '
+                                                'cannot create resource "secrets"'))
+    with pytest.raises(LaunchError, match="cannot create the run's key Secret in namespace training: not allowed.*"
+                                          "RBAC_RULES"):
+        launcher.start("r1", SPEC, tmp_path)
+    assert not _of_run(emulator.live(JOBS, NS), "r1") and not emulator.live(SERVICES, NS)
+
+
+def test_a_secret_of_the_same_name_is_not_ours_and_kept(emulator, launcher, tmp_path):
+    squatter = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "maddpg-r1-run-key", "namespace": NS},
+                "stringData": {"run-key": "theirs"}}
+    emulator.clients()[1].create_namespaced_secret(NS, squatter)
+    with pytest.raises(LaunchError, match="cannot create the run's key Secret: .*409"):
+        launcher.start("r1", SPEC, tmp_path)
+    assert not _of_run(emulator.live(JOBS, NS), "r1")
+    assert emulator.live(SECRETS, NS)["maddpg-r1-run-key"]["stringData"] == {"run-key": "theirs"}
 
 
 def test_stop_deletes_the_objects_and_reports_stopped(emulator, launcher, ends, tmp_path):
@@ -126,11 +185,13 @@ def test_stop_deletes_the_objects_and_reports_stopped(emulator, launcher, ends, 
     launcher.stop(_record("r1", "stopping"))
     assert ends.wait_for("r1") == ("stopped", None)
     assert not _of_run(emulator.live(JOBS, NS), "r1") and not _of_run(emulator.live(SERVICES, NS), "r1")
+    assert not _of_run(emulator.live(SECRETS, NS), "r1")
     # The learner Job goes in the foreground (it lasts until its pod is gone: the final checkpoint written),
     # and kmock, without a garbage collector, needs the others deleted by name, as the launcher does anyway.
     deletes = dict(emulator.requests("DELETE"))
     assert deletes[f"/apis/batch/v1/namespaces/{NS}/jobs/maddpg-r1-learner"] == {"propagationPolicy": "Foreground"}
     assert f"/api/v1/namespaces/{NS}/services/maddpg-r1-learner" in deletes
+    assert f"/api/v1/namespaces/{NS}/secrets/maddpg-r1-run-key" in deletes
     launcher.stop(_record("r1", "stopping"))  # idempotent: everything is gone already
     assert ends.seen == [("r1", "stopped", None)]
 
@@ -151,12 +212,13 @@ def test_the_ends_of_runs_are_reported(emulator, launcher, ends, tmp_path):
     assert f"kubectl logs -n {NS} job/maddpg-broken-learner" in reason
     status, reason = ends.wait_for("gone")
     assert status == "failed" and "vanished" in reason
-    # An ended run keeps its learner Job (for its logs); its explorers and Service are removed.
+    # An ended run keeps its learner Job (for its logs); its explorers, Service and key are removed.
     for run_id in ("done", "broken"):
         assert list(_of_run(emulator.live(JOBS, NS), run_id)) == [f"maddpg-{run_id}-learner"]
-        assert not _of_run(emulator.live(SERVICES, NS), run_id)
+        assert not _of_run(emulator.live(SERVICES, NS), run_id) and _key_of(emulator, run_id) is None
     time.sleep(0.5)
     assert "busy" not in {end[0] for end in ends.seen} and len(_of_run(emulator.live(JOBS, NS), "busy")) == 2
+    assert _key_of(emulator, "busy")
 
 
 def test_a_restarted_api_adopts_live_runs_and_fails_vanished_ones(emulator, ends, tmp_path):
@@ -165,6 +227,7 @@ def test_a_restarted_api_adopts_live_runs_and_fails_vanished_ones(emulator, ends
         first.start(run_id, SPEC, tmp_path)
     first.close()  # the API dies; runs go on in the cluster
     emulator.clients()[0].delete_namespaced_job("maddpg-vanished-learner", NS)
+    key = _key_of(emulator, "alive")
 
     registry = SqliteRegistry(tmp_path / "registry.sqlite3")
     for record in (_record("alive"), _record("vanished"), _record("halfway", "stopping")):
@@ -178,10 +241,12 @@ def test_a_restarted_api_adopts_live_runs_and_fails_vanished_ones(emulator, ends
         assert reconcile(registry, second) == ["vanished"]
         assert "the API restarted" in registry.get("vanished").reason
         assert _wait_until(lambda: registry.get("halfway").status == "stopped")
-        assert not _of_run(emulator.live(JOBS, NS), "halfway")
+        assert not _of_run(emulator.live(JOBS, NS), "halfway") and _key_of(emulator, "halfway") is None
+        assert _key_of(emulator, "alive") == key  # an adopted run keeps its key: its pods have it
         emulator.patch(JOBS, NS, "maddpg-alive-learner", {"status": {"conditions": [
             {"type": "Complete", "status": "True"}]}})
         assert _wait_until(lambda: registry.get("alive").status == "finished")
+        assert _key_of(emulator, "alive") is None
     finally:
         second.close()
         registry.close()
@@ -250,10 +315,19 @@ def test_the_api_over_http_with_the_kubernetes_launcher(emulator, tmp_path):
                                     {"env_steps": 500, "updates": 5, "episodes": 20})
             listed = http.get("/runs").json()["items"][0]["progress"]  # listing reads no store: the cached read
             assert listed["note"] and listed["episodes"] == 0
+            # A real API server keeps a Job deleted in the foreground until its pod has ended; kmock does so for a
+            # Job with a finalizer, which stands in for the learner pod here.
+            emulator.patch(JOBS, NS, "maddpg-web-learner", {"metadata": {"finalizers": ["maddpg.io/test"]}})
             stopped = http.post("/runs/web/stop")
             assert stopped.status_code == 202 and stopped.json()["status"] == "stopping"
-            assert not _of_run(emulator.live(JOBS, NS), "web") and not _of_run(emulator.live(SERVICES, NS), "web")
+            (learner_job,) = _of_run(emulator.live(JOBS, NS), "web").values()
+            assert learner_job["metadata"]["deletionTimestamp"] and not _of_run(emulator.live(SERVICES, NS), "web")
+            assert not _of_run(emulator.live(SECRETS, NS), "web")
+            time.sleep(0.3)
+            assert http.get("/runs/web").json()["status"] == "stopping"  # while the learner pod writes its checkpoint
+            emulator.clients()[0].patch_namespaced_job("maddpg-web-learner", NS, {"metadata": {"finalizers": []}})
             final = _wait_until(lambda: (b := http.get("/runs/web").json())["status"] == "stopped" and b)
+            assert not _of_run(emulator.live(JOBS, NS), "web")
             assert final["progress"] == {"source": "checkpoint", "env_steps": 500, "episodes": 20, "updates": 5,
                                          "mean_reward_last_100": None, "newest_checkpoint": str(where),
                                          "note": None}

@@ -1,5 +1,5 @@
-"""The kubernetes launcher: each run as a learner Job, its Service and an explorer Job, made through the
-Kubernetes API (the official client; objects from services/api/launchers/objects.py).
+"""The kubernetes launcher: each run as a learner Job, a Secret with the run's key, the learner's Service and an
+explorer Job, made through the Kubernetes API (the official client; objects from services/api/launchers/objects.py).
 
 Runs live in the cluster, not in the API: they outlive an API restart, and a new API process adopts them when
 it reconciles the registry. A poller thread lists this API's learner Jobs every few seconds and reports the end
@@ -20,9 +20,10 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from maddpg.runspec import RunSpec
+from maddpg.transport.security import RunKey
 from services.api.launchers import Launched, LaunchError, OnExit, PodOptions
 from services.api.launchers.objects import (ZMQ_PORT, ClusterConfig, RunNames, explorer_job, learner_job,
-                                            learner_selector, learner_service, owner_reference)
+                                            learner_selector, learner_service, owner_reference, run_key_secret)
 from services.api.registry import RegistryError, RunRecord
 from services.api.settings import ApiSettings
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 RBAC_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "delete"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},  # never get, list or patch
 ]
 _UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)  # no answer at all (refused, timed out, DNS)
 
@@ -125,10 +127,14 @@ class KubernetesLauncher:
             raise LaunchError(_explain(what, e, self._ns)) from None
 
     def start(self, run_id: str, spec: RunSpec, run_dir: Path, pods: PodOptions = PodOptions()) -> Launched:
-        """Creates the learner Job, then (owned by it) its Service and the explorer Job.
+        """Creates the learner Job, then (owned by it) the Secret with a new run key, the Service and the
+        explorer Job.
 
-        `run_dir` does not apply: the learner's run folder is an emptyDir in its pod. Raises LaunchError (and
-        deletes what it made) when the API refuses or cannot be reached.
+        The Secret comes after the learner Job so that it is created with its owner: an API that dies in between
+        leaves no Secret that nothing owns, and needs no right to patch Secrets (a PATCH answers with the data of
+        any Secret it names). The learner pod waits for it: the kubelet starts no container before its volumes
+        are mounted. `run_dir` does not apply: the learner's run folder is an emptyDir in its pod. Raises
+        LaunchError (and deletes what it made) when the API refuses or cannot be reached.
         """
         names = RunNames.of(run_id)
         created = self._call("create the learner Job", self._batch.create_namespaced_job, self._ns,
@@ -137,6 +143,8 @@ class KubernetesLauncher:
             if not created.metadata.uid:
                 raise LaunchError(f"the Kubernetes API returned the learner Job {names.learner} without a uid")
             owner = owner_reference(created.metadata.name, created.metadata.uid)
+            self._call("create the run's key Secret", self._core.create_namespaced_secret, self._ns,
+                       run_key_secret(run_id, RunKey.generate().text, self._cluster, owner))
             self._call("create the learner's Service", self._core.create_namespaced_service, self._ns,
                        learner_service(run_id, self._cluster, owner))
             self._call("create the explorer Job", self._batch.create_namespaced_job, self._ns,
@@ -151,9 +159,10 @@ class KubernetesLauncher:
             endpoints["checkpoints"] = self._cluster.run_checkpoints(run_id)
         return Launched([], endpoints, "")
 
-    def _delete(self, names: RunNames, parts: tuple[str, ...] = ("learner", "explorers", "service")) -> None:
+    def _delete(self, names: RunNames, parts: tuple[str, ...] = ("explorers", "service", "key", "learner")) -> None:
         """Deletes some of a run's objects (those already gone are fine); failures are logged, and the poller
-        tries again for a stopping run.
+        tries again for a stopping run. The learner Job goes last: explorers that lost their learner would fail
+        and be restarted in vain.
 
         The learner Job goes in the foreground: it stays until its pod has ended (SIGTERM, then the grace
         period for the final checkpoint), so its disappearance means the run is over; the garbage collector
@@ -161,7 +170,8 @@ class KubernetesLauncher:
         """
         calls = {"learner": ("the learner Job", self._batch.delete_namespaced_job, names.learner, "Foreground"),
                  "explorers": ("the explorer Job", self._batch.delete_namespaced_job, names.explorers, "Background"),
-                 "service": ("the learner's Service", self._core.delete_namespaced_service, names.learner, None)}
+                 "service": ("the learner's Service", self._core.delete_namespaced_service, names.learner, None),
+                 "key": ("the run's key Secret", self._core.delete_namespaced_secret, names.key, None)}
         for what, fn, name, policy in (calls[part] for part in parts):
             try:
                 fn(name, self._ns, propagation_policy=policy, _request_timeout=self._timeout)
@@ -233,8 +243,8 @@ class KubernetesLauncher:
                 continue
             with self._lock:
                 self._watched.pop(run_id, None)
-            if outcome[0] != "stopped":  # the explorers and Service of an ended run; the learner Job keeps its logs
-                self._delete(names, ("explorers", "service"))
+            if outcome[0] != "stopped":  # all but the learner Job of an ended run, which keeps its logs
+                self._delete(names, ("explorers", "service", "key"))
             log.info("run %s: %s (%s)", run_id, outcome[0], outcome[1] or "ok")
             try:
                 self._on_exit(run_id, *outcome)

@@ -1,6 +1,7 @@
 """The Kubernetes objects of one run, as plain dicts (what the API server takes and kubernetes-validate checks):
-a learner Job, a ClusterIP Service for its ZeroMQ port, and an explorer Job of K pods. The Service and the
-explorer Job are owned by the learner Job, so deleting it removes the whole run."""
+a learner Job, a Secret with the run's key, a ClusterIP Service for the learner's ZeroMQ port, and an explorer
+Job of K pods. The Secret, the Service and the explorer Job are owned by the learner Job, so deleting it removes
+the whole run."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import math
 from dataclasses import dataclass
 
 from maddpg.runspec import RunSpec
+from maddpg.transport.security import ENV_KEY_FILE
 from services.api.schemas import Resources
 from services.api.settings import ApiSettings
 
 ZMQ_PORT, METRICS_PORT = 5555, 9100
 RUN_DIR = "/data/run"  # the learner's run folder, an emptyDir: checkpoints that must last go to the store
 USER_ID = 10001  # the image's non-root user
+KEY_DIR, KEY_ITEM = "/var/run/secrets/maddpg", "run-key"  # where the pods find the run's key: KEY_DIR/KEY_ITEM
 MANAGED_BY = "maddpg-api"
 RUN_ID_LABEL = "maddpg.io/run-id"
 _MAX_NAME = 63  # Job names become pod labels (job-name), whose values are at most 63 characters
@@ -61,6 +64,7 @@ class RunNames:
 
     learner: str
     explorers: str
+    key: str
 
     @classmethod
     def of(cls, run_id: str) -> RunNames:
@@ -69,7 +73,7 @@ class RunNames:
         if len(run_id) > room:  # keep the names unique: a cut id plus a hash of the whole
             digest = hashlib.sha256(run_id.encode()).hexdigest()[:6]
             base = f"{run_id[:room - 7].rstrip('-')}-{digest}"
-        return cls(f"maddpg-{base}-learner", f"maddpg-{base}-explorers")
+        return cls(f"maddpg-{base}-learner", f"maddpg-{base}-explorers", f"maddpg-{base}-run-key")
 
 
 def labels(run_id: str, component: str) -> dict[str, str]:
@@ -96,11 +100,13 @@ def _env(**values: str | None) -> list[dict]:
 def _container(role: str, image: str, config: ClusterConfig, args: list[str], env: list[dict],
                resources: Resources, ports: list[dict]) -> dict:
     return {
-        "name": role, "image": image, "imagePullPolicy": config.image_pull_policy, "args": args, "env": env,
+        "name": role, "image": image, "imagePullPolicy": config.image_pull_policy, "args": args,
+        "env": [*env, {"name": ENV_KEY_FILE, "value": f"{KEY_DIR}/{KEY_ITEM}"}],
         "ports": ports, "resources": resources.model_dump(),
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "run-key", "mountPath": KEY_DIR, "readOnly": True}],
     }
 
 
@@ -111,7 +117,11 @@ def _pod(run_id: str, role: str, container: dict, config: ClusterConfig, restart
         "securityContext": {"runAsNonRoot": True, "runAsUser": USER_ID, "runAsGroup": USER_ID, "fsGroup": USER_ID,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}, *volumes],  # the root filesystem is read-only
+        # The root filesystem is read-only. The key file would be root's with mode 0400: fsGroup makes the
+        # kubelet give it to the pod's group with group read (0440), so uid 10001 reads it and no other user does.
+        "volumes": [{"name": "tmp", "emptyDir": {}},
+                    {"name": "run-key", "secret": {"secretName": RunNames.of(run_id).key, "defaultMode": 0o400}},
+                    *volumes],
     }
     if grace_s is not None:
         spec["terminationGracePeriodSeconds"] = grace_s
@@ -149,6 +159,14 @@ def learner_job(run_id: str, spec: RunSpec, config: ClusterConfig, resources: Re
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": _metadata(RunNames.of(run_id).learner, run_id, "learner", config, None),
             "spec": {"backoffLimit": 0, "completions": 1, "parallelism": 1, "template": pod}}
+
+
+def run_key_secret(run_id: str, key_text: str, config: ClusterConfig, owner: dict) -> dict:
+    """The run's key (`RunKey.text`) for the learner and explorer pods, which mount it as a file: a Secret and
+    not an env var, which `kubectl describe` would show. Immutable: a run keeps its key to the end."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+            "metadata": _metadata(RunNames.of(run_id).key, run_id, "learner", config, owner),
+            "stringData": {KEY_ITEM: key_text}}
 
 
 def learner_service(run_id: str, config: ClusterConfig, owner: dict) -> dict:

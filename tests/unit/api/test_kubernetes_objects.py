@@ -9,8 +9,9 @@ import kubernetes_validate
 import pytest
 
 from maddpg.runspec import RunSpec
+from maddpg.transport.security import RunKey
 from services.api.launchers.objects import (RUN_DIR, ClusterConfig, RunNames, explorer_job, labels, learner_job,
-                                            learner_service, owner_reference)
+                                            learner_service, owner_reference, run_key_secret)
 from services.api.schemas import Quantities, Resources
 
 VERSIONS = ["1.25", kubernetes_validate.latest_version()]  # the oldest the chart supports, the newest known
@@ -21,10 +22,12 @@ SPEC = RunSpec(scenario="simple_spread", num_agents=3, explorers=3, envs_per_exp
 LEARNER = Resources(requests=Quantities(cpu="1500m", memory="3Gi"), limits=Quantities(cpu="2", memory="6Gi"))
 EXPLORER = Resources(requests=Quantities(cpu="250m", memory="256Mi"), limits=Quantities(cpu="1", memory="1Gi"))
 OWNER = owner_reference("maddpg-r1-learner", "0b6b9f3c-8f5e-4a51-9a52-2b5c7a1d4e00")
+KEY = RunKey.generate().text
 
 
 def _objects(run_id: str = "r1", config: ClusterConfig = CONFIG) -> dict[str, dict]:
     return {"learner": learner_job(run_id, SPEC, config, LEARNER),
+            "key": run_key_secret(run_id, KEY, config, OWNER),
             "service": learner_service(run_id, config, OWNER),
             "explorers": explorer_job(run_id, SPEC, config, EXPLORER, OWNER, image="registry.local:5000/maddpg:dev")}
 
@@ -52,8 +55,9 @@ def test_labels_names_and_owners():
     objects = _objects()
     assert objects["learner"]["metadata"]["name"] == objects["service"]["metadata"]["name"] == "maddpg-r1-learner"
     assert objects["explorers"]["metadata"]["name"] == "maddpg-r1-explorers"
+    assert objects["key"]["metadata"]["name"] == "maddpg-r1-run-key"
     for component, obj in [("learner", objects["learner"]), ("learner", objects["service"]),
-                           ("explorer", objects["explorers"])]:
+                           ("learner", objects["key"]), ("explorer", objects["explorers"])]:
         assert obj["metadata"]["namespace"] == "training"
         assert obj["metadata"]["labels"] == {
             "app.kubernetes.io/name": "maddpg", "app.kubernetes.io/part-of": "maddpg",
@@ -62,7 +66,7 @@ def test_labels_names_and_owners():
         if obj["kind"] == "Job":
             assert obj["spec"]["template"]["metadata"]["labels"] == obj["metadata"]["labels"]
     assert "ownerReferences" not in objects["learner"]["metadata"]
-    for obj in (objects["service"], objects["explorers"]):
+    for obj in (objects["service"], objects["key"], objects["explorers"]):
         assert obj["metadata"]["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job",
                                                        "name": "maddpg-r1-learner", "uid": OWNER["uid"]}]
     # The Service selects the learner pod by its template's labels.
@@ -76,8 +80,9 @@ def test_long_run_ids_give_names_of_at_most_63_characters():
     long_ids = ["a" * 63, "a" * 62 + "b", "x" * 40 + "-" + "y" * 22]
     names = [RunNames.of(run_id) for run_id in long_ids]
     for n in names:
-        assert len(n.learner) <= 63 and len(n.explorers) <= 63
-        assert n.learner.removesuffix("-learner") == n.explorers.removesuffix("-explorers")
+        assert len(n.learner) <= 63 and len(n.explorers) <= 63 and len(n.key) <= 63
+        assert n.learner.removesuffix("-learner") == n.explorers.removesuffix("-explorers") == n.key.removesuffix(
+            "-run-key")
     assert len({n.learner for n in names}) == 3  # a cut id plus a hash: still unique
     assert RunNames.of("short").learner == "maddpg-short-learner"
     assert labels("a" * 63, "learner")["maddpg.io/run-id"] == "a" * 63  # label values may be 63 long
@@ -139,3 +144,42 @@ def test_pods_run_as_non_root(kind):
     for container in pod["containers"]:
         assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                                 "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_the_run_key_is_an_immutable_opaque_secret(tmp_path):
+    secret = run_key_secret("r1", KEY, CONFIG, OWNER)
+    assert secret["type"] == "Opaque" and secret["immutable"] is True
+    assert secret["stringData"] == {"run-key": KEY} and "data" not in secret
+    (tmp_path / "run-key").write_text(secret["stringData"]["run-key"])  # as the pods see it
+    assert RunKey.load({"MADDPG_RUN_KEY_FILE": str(tmp_path / "run-key")}).text == KEY
+
+
+@pytest.mark.parametrize("kind", ["learner", "explorers"])
+def test_pods_read_the_run_key_from_a_read_only_file(kind):
+    """A file from the Secret, not an env var (`kubectl describe` shows env vars); mode 0400, made readable to
+    the pod's user by fsGroup (the kubelet gives secret files to that group, with group read)."""
+    pod = _objects()[kind]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if "secret" in volumes[m["name"]]]
+    assert mount["readOnly"] is True
+    assert volumes[mount["name"]]["secret"] == {"secretName": "maddpg-r1-run-key", "defaultMode": 0o400}
+    env = _env(container)
+    assert env["MADDPG_RUN_KEY_FILE"] == f"{mount['mountPath']}/run-key" and "MADDPG_RUN_KEY" not in env
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"] == 10001
+
+
+def test_learner_and_explorers_share_one_secret():
+    objects = _objects()
+
+    def secret_of(job: dict) -> tuple:
+        """(Secret, mount path, MADDPG_RUN_KEY_FILE) of a Job's pods."""
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        ((name, path),) = [(secrets[m["name"]], m["mountPath"]) for m in container["volumeMounts"]
+                           if m["name"] in secrets]
+        return name, path, _env(container)["MADDPG_RUN_KEY_FILE"]
+
+    assert secret_of(objects["learner"]) == secret_of(objects["explorers"])
+    assert secret_of(objects["learner"])[0] == objects["key"]["metadata"]["name"]
