@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from maddpg.runspec import RunSpec
+from maddpg.transport.security import RunKey
 
 _PR_SET_PDEATHSIG = 1
 
@@ -58,24 +59,30 @@ class LocalRun:
                               ["learner", *(f"explorer-{k}" for k in range(spec.explorers))]}
         self.learner: subprocess.Popen | None = None
         self.explorers: list[subprocess.Popen] = []
+        self.key = RunKey.load() or RunKey.generate()  # only this run's processes can talk to its learner
 
     def _spawn(self, args: list[str], **kwargs) -> subprocess.Popen:
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-               "MADDPG_LOG_FORMAT": os.environ.get("MADDPG_LOG_FORMAT", "text")}
+               "MADDPG_LOG_FORMAT": os.environ.get("MADDPG_LOG_FORMAT", "text"), "MADDPG_RUN_KEY": self.key.text}
+        env.pop("MADDPG_RUN_KEY_FILE", None)
         return subprocess.Popen([console_script(), *args], env=env, preexec_fn=_die_with_parent, **kwargs)
 
     def start(self) -> None:
+        self.start_learner()
+        for k in range(self.spec.explorers):
+            self.explorers.append(self._spawn(
+                ["explorer", "--learner", self.address, "--envs", str(self.spec.envs_per_explorer),
+                 "--explorer-id", f"explorer-{k}", "--metrics-port", str(self.metrics_ports[f"explorer-{k}"])],
+                stdout=2))  # their few log lines go to our stderr, beside the learner's progress bar
+
+    def start_learner(self) -> None:
+        """Starts the learner; after a crash, starts it again: it resumes from the run's newest checkpoint."""
         self.run_dir.parent.mkdir(parents=True, exist_ok=True)
         spec_file = self.run_dir.parent / f".{self.run_dir.name}.launch-spec.json"
         spec_file.write_text(self.spec.to_json())
         args = ["learner", "--bind", self.address, "--run-dir", str(self.run_dir), "--spec", str(spec_file),
                 "--queue", self.queue, "--metrics-port", str(self.metrics_ports["learner"])]
         self.learner = self._spawn(args + (["--quiet"] if self.quiet else []))
-        for k in range(self.spec.explorers):
-            self.explorers.append(self._spawn(
-                ["explorer", "--learner", self.address, "--envs", str(self.spec.envs_per_explorer),
-                 "--explorer-id", f"explorer-{k}", "--metrics-port", str(self.metrics_ports[f"explorer-{k}"])],
-                stdout=2))  # their few log lines go to our stderr, beside the learner's progress bar
 
     def wait(self) -> int:
         """Waits for the learner; stops the explorers; returns the learner's exit code (130 on Ctrl-C)."""

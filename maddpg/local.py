@@ -6,8 +6,8 @@ from pathlib import Path
 
 from maddpg.agent import MADDPGAgent
 from maddpg.algo.learning import configure_threads
-from maddpg.checkpoint import Checkpoint
 from maddpg.envs.mpe import make_env
+from maddpg.resume import restore
 from maddpg.episodes import Episode, EpisodeTracker
 from maddpg.runfolder import RunFolder
 from maddpg.runspec import RunSpec
@@ -36,36 +36,26 @@ class Loop:
         return step, self.tracker.add(step.reward, step.terminated | step.truncated)
 
 
-def restore_into(agent: MADDPGAgent, spec: RunSpec, run_dir: Path) -> tuple[int, bool]:
-    """Loads `spec.restore` into the agent; returns (episodes done, whether run_dir is the restored run's)."""
-    if not spec.restore:
-        return 0, False
-    ckpt = Checkpoint(spec.restore)
-    ckpt.check_fits(agent.env_spec)
-    agent.restore(ckpt.arrays, ckpt.counters)
-    mine = isinstance(ckpt.path, Path) and Path(run_dir).resolve() in ckpt.path.resolve().parents
-    return int(ckpt.counters.get("episodes", 0)), mine
-
-
 def train(spec: RunSpec, run_dir: Path, *, progress: bool = True, checkpoint_uri: str | None = None) -> TrainResult:
     """Trains until `spec.num_episodes` episodes ended (or Ctrl-C), then writes the checkpoint, CSV and plot.
 
-    `checkpoint_uri` chooses the checkpoint store (default: the run folder's checkpoints/).
+    `checkpoint_uri` chooses the checkpoint store (default: the run folder's checkpoints/). A run whose store
+    holds a checkpoint continues from the newest (see maddpg.resume).
     """
     configure_threads(spec.tf_threads)
     env = make_env(spec)
     agent = MADDPGAgent(spec, env.spec, env.num_envs)
-    episodes, resume = restore_into(agent, spec, run_dir)
-    run = RunFolder(run_dir, spec, env.spec, resume=resume, episodes=episodes)
-    tracker = RunTracker(run, agent, episodes, progress, f"train {spec.scenario}", checkpoint_uri)
+    start = restore(agent, spec, run_dir, checkpoint_uri)
+    run = RunFolder(run_dir, spec, env.spec, episodes=start.episodes)
+    tracker = RunTracker(run, agent, start.episodes, progress, f"train {spec.scenario}", checkpoint_uri)
     loop = Loop(env, agent, spec.seed)
     try:
         while not tracker.done:  # Ctrl-C sets tracker.stop: the loop ends and the run folder is written
             _, finished = loop.step()
             for episode in finished:
                 tracker.record(episode)
-                if tracker.done:
-                    break
+            if tracker.checkpoint_due:  # between two steps: a checkpoint never splits one
+                tracker.checkpoint()
     finally:
         result = tracker.finish()
         env.close()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
 
-from maddpg import checkpoint, plotting
+from maddpg import plotting
 from maddpg.envs.spaces import EnvSpec
 from maddpg.episodes import Episode
 from maddpg.runspec import RunSpec
@@ -16,6 +17,9 @@ SPEC = "spec.json"
 REWARDS = "rewards.csv"
 CURVE = "learning_curve.png"
 CHECKPOINTS = "checkpoints"
+# Where each episode came from: the explorer life (explorer_id/run_id, empty in a single-process run) and its
+# chunk's seq, so that every episode can be matched to the chunk that carried it (no episode counted twice).
+SOURCE_COLUMNS = ("source", "chunk")
 
 
 class RunFolderError(Exception):
@@ -25,25 +29,27 @@ class RunFolderError(Exception):
 class RunFolder:
     """Writes one run's artifacts.
 
+    A folder that already holds this run (a restart, with or without a checkpoint) is continued: rows of the
+    rewards CSV after `episodes` (recorded before a crash, but not in the checkpoint restored) are dropped, so
+    no episode is counted twice. A folder holding a run of another spec is refused.
+
     Args:
       path: the folder (created). spec: the run spec. env_spec: the agents.
-      resume: continue a run restored from a checkpoint of this folder instead of refusing.
-      episodes: with resume, the episodes the checkpoint covers: later rows of the rewards CSV (recorded
-        before a crash, but not in the checkpoint) are dropped, so episodes are never counted twice.
+      episodes: the episodes the restored checkpoint accounts for (0: none restored).
     """
 
-    def __init__(self, path: Path, spec: RunSpec, env_spec: EnvSpec, resume: bool = False, episodes: int = 0):
+    def __init__(self, path: Path, spec: RunSpec, env_spec: EnvSpec, episodes: int = 0):
         self.path = Path(path)
         self.spec, self.env_spec = spec, env_spec
-        if (self.path / SPEC).exists() and not resume:
-            raise RunFolderError(
-                f"run folder {self.path} already holds a run; choose another --run-dir, "
-                f"or pass --restore {self.path} to continue it")
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"--run-dir {self.path} is a file; choose a folder")
+        if (self.path / SPEC).exists():
+            self._check_same_run(RunSpec.load(self.path / SPEC))
         self.path.mkdir(parents=True, exist_ok=True)
         spec.save(self.path / SPEC)
         self._columns = ["episode", "env_steps", "updates", "wall_time_s", "length", "reward"] + [
-            f"reward_{name}" for name in env_spec.agent_ids]
-        if resume and (self.path / REWARDS).exists():
+            f"reward_{name}" for name in env_spec.agent_ids] + list(SOURCE_COLUMNS)
+        if (self.path / REWARDS).exists():
             lines = (self.path / REWARDS).read_text().splitlines(keepends=True)
             kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit()
                                 and int(line.split(",", 1)[0]) <= episodes]
@@ -54,13 +60,17 @@ class RunFolder:
         if new:
             self._csv.writerow(self._columns)
 
-    def record(self, index: int, episode: Episode, env_steps: int, updates: int, wall_time: float) -> None:
+    def record(self, index: int, episode: Episode, env_steps: int, updates: int, wall_time: float,
+               source: str = "", chunk: int = 0) -> None:
+        """Appends episode `index`; `source` and `chunk` name the explorer life and chunk it came in."""
         self._csv.writerow([index, env_steps, updates, f"{wall_time:.3f}", episode.length, f"{episode.total:.6g}"]
-                           + [f"{r:.6g}" for r in episode.per_agent])
+                           + [f"{r:.6g}" for r in episode.per_agent] + [_plain(source), chunk])
 
-    def checkpoint(self, arrays: dict[str, np.ndarray], counters: dict[str, int]) -> Path:
-        return checkpoint.save(self.path / CHECKPOINTS, self.spec, self.env_spec, arrays, counters,
-                               keep=self.spec.keep_checkpoints)
+    def _check_same_run(self, saved: RunSpec) -> None:
+        conflicts = self.spec.resume_conflicts(saved)
+        if conflicts:
+            raise RunFolderError(f"run folder {self.path} holds a run of another spec ({'; '.join(conflicts)}); "
+                                 "choose another --run-dir for a new run, or give the same spec to continue it")
 
     def plot(self) -> Path:
         self._file.flush()
@@ -73,10 +83,15 @@ class RunFolder:
         self._file.close()
 
 
+def _plain(text: str) -> str:
+    """`text` without what would need CSV quoting (explorer ids are free text): readers split on commas."""
+    return re.sub(r'[,"\s]', "_", text)
+
+
 def load_rewards(path: Path) -> dict[str, np.ndarray]:
     """The rewards CSV of a run folder as columns."""
     with open(Path(path) / REWARDS, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return {"env_steps": np.zeros(0), "reward": np.zeros(0)}
-    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
+    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0] if key != "source"}

@@ -21,6 +21,11 @@ ActionDist = Literal[
 Exploration = Literal["sample", "ou", "gaussian"]
 
 
+# Fields a resumed run may change: how long it runs, how it is deployed and saved, not what it learns.
+RESUMABLE_CHANGES = frozenset({"num_episodes", "explorers", "envs_per_explorer", "save_rate", "keep_checkpoints",
+                               "restore", "benchmark", "benchmark_iters", "display", "exp_name", "tf_threads"})
+
+
 class RunSpec(BaseModel):
     """What one training run does. Unknown fields are rejected."""
 
@@ -153,6 +158,15 @@ class RunSpec(BaseModel):
         if self.num_agents is not None and size_kwarg is not None:
             kwargs[size_kwarg] = self.num_agents
         return kwargs
+
+    def resume_conflicts(self, saved: RunSpec) -> list[str]:
+        """How this spec differs from `saved` (a run's own) in what the run learns, one "field: a -> b" each.
+
+        A run may be resumed with other bookkeeping and deployment fields (more episodes, other explorers);
+        anything else would mix two experiments in one run.
+        """
+        return [f"{name}: {getattr(saved, name)!r} -> {getattr(self, name)!r}" for name in type(self).model_fields
+                if name not in RESUMABLE_CHANGES and getattr(saved, name) != getattr(self, name)]
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -55,16 +55,22 @@ class RunTracker:
     The loop only takes a snapshot of the agent's arrays; a BackgroundCheckpointer writes it to the store, the
     newest snapshot first, so the loop never waits on storage. `finish()` waits for the final checkpoint.
 
+    Call order: `record()` each finished episode; at each boundary of the loop's unit of work (a chunk, a step)
+    `checkpoint()` if `checkpoint_due`; `finish()` once `done`.
+
     Args:
       run: the run folder. agent: a MADDPGAgent (for its state and counters).
       episodes: episodes already done (a restored run). progress: show a tqdm bar. desc: its label.
       checkpoint_uri: where checkpoints go: a folder, file:///path or s3://bucket/prefix (default: the run
         folder's checkpoints/). Checked at once: a store that cannot be listed stops the run before it starts.
       on_checkpoint: called after each checkpoint write with its duration in seconds and whether it succeeded.
+      position: returns how far into the replay stream the counters account (the intake ledger's positions
+        and counts), merged into each checkpoint's counters.
     """
 
     def __init__(self, run: RunFolder, agent, episodes: int = 0, progress: bool = True, desc: str = "train",
-                 checkpoint_uri: str | None = None, on_checkpoint: Callable[[float, bool], None] | None = None):
+                 checkpoint_uri: str | None = None, on_checkpoint: Callable[[float, bool], None] | None = None,
+                 position: Callable[[], dict] | None = None):
         self.run, self.agent, self.episodes = run, agent, episodes
         self.spec = run.spec
         self.recent: deque[float] = deque(maxlen=100)
@@ -73,7 +79,9 @@ class RunTracker:
         self.store = open_store(checkpoint_uri) if checkpoint_uri else FileStore(run.path / CHECKPOINTS)
         self.store.list()  # fail fast: wrong credentials or a missing bucket, not hours later
         self.checkpoints_submitted = 0  # snapshots handed to the checkpointer, numbered 1, 2, ...
-        self._submitted_episodes = -1
+        self._submitted_episodes = episodes
+        self._position = position
+        self._submitted_counts = self._counts()  # what the newest snapshot (or the restored checkpoint) holds
         self.checkpointer = BackgroundCheckpointer(self._write, on_done=on_checkpoint)
         self.stop = StopFlag()
         self._bar = tqdm(total=self.spec.num_episodes, initial=episodes, unit="ep", disable=not progress,
@@ -88,18 +96,28 @@ class RunTracker:
     def mean_reward(self) -> float:
         return float(np.mean(self.recent)) if self.recent else float("nan")
 
-    def record(self, episode: Episode) -> None:
+    def record(self, episode: Episode, source: str = "", chunk: int = 0) -> None:
+        """Counts one finished episode (from chunk `chunk` of explorer life `source`, if it came in one)."""
         self.episodes += 1
         self.recent.append(episode.total)
         self.run.record(self.episodes, episode, self.agent.env_steps, self.agent.updates,
-                        time.perf_counter() - self._start)
+                        time.perf_counter() - self._start, source, chunk)
         self._bar.update(1)
-        if self.episodes % self.spec.save_rate == 0:
-            self._submit()
         if self.episodes % 100 == 0 or self.done:
             rate = (self.agent.env_steps - self._steps0) / max(time.perf_counter() - self._start, 1e-9)
             self._bar.set_postfix(reward=f"{self.mean_reward:.2f}", steps_per_s=f"{rate:,.0f}",
                                   updates=self.agent.updates, refresh=False)
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """`save_rate` more episodes ended since the last snapshot: the loop calls `checkpoint()` at its next
+        boundary (the end of a chunk or step), so a checkpoint never splits one."""
+        return self.episodes // self.spec.save_rate > self._submitted_episodes // self.spec.save_rate
+
+    def checkpoint(self) -> int:
+        """Takes a snapshot now and hands it to the checkpointer; returns its number (1, 2, ...)."""
+        self._submit()
+        return self.checkpoints_submitted
 
     @property
     def checkpoints_written(self) -> int:
@@ -118,14 +136,14 @@ class RunTracker:
           CheckpointError: the final checkpoint could not be written (after the plot and CSV are saved).
         """
         self._bar.close()
-        if self.episodes and self._submitted_episodes != self.episodes:
+        if self._counts() != self._submitted_counts:  # anything consumed since the last snapshot
             self._submit()
         self.checkpointer.close()
         self.run.plot()
         self.run.close()
         stats = self.checkpointer.stats
         last = stats.last_result
-        if self.episodes and (last is None or last[2] != self.episodes):
+        if self.checkpoints_submitted and (last is None or last[1] != self.checkpoints_submitted):
             raise CheckpointError(f"the final checkpoint was not written to {self.store.uri}: {stats.last_error}")
         return TrainResult(self.run.path, self.episodes, self.agent.env_steps, self.agent.updates,
                            self.mean_reward, time.perf_counter() - self._start, self.stop.requested,
@@ -134,11 +152,18 @@ class RunTracker:
     def _submit(self) -> None:
         arrays, counters = self.agent.state()  # a snapshot: numpy copies of the variables
         counters = {**counters, "episodes": self.episodes}
+        if self._position is not None:
+            counters.update(self._position())
         if self.recent:  # for readers of the store alone (the API, for a run whose folder is in a pod)
             counters["mean_reward_last_100"] = self.mean_reward
         self.checkpoints_submitted += 1
         self._submitted_episodes = self.episodes
+        self._submitted_counts = self._counts()
         self.checkpointer.submit((arrays, counters, self.checkpoints_submitted))
+
+    def _counts(self) -> tuple:
+        position = self._position() if self._position is not None else None
+        return self.episodes, self.agent.env_steps, self.agent.updates, position
 
     def _write(self, job) -> tuple[Path | str, int, int]:
         """Runs on the checkpointer's thread; returns (where, snapshot number, episodes)."""

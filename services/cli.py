@@ -19,6 +19,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from maddpg.runspec import RunSpec, format_validation_error
+
+RUN_KEY_FILE = "run.key"  # a learner started without a key keeps the one it made in its run folder
 from maddpg.telemetry.logs import FORMATS, default_format, setup_logging
 
 
@@ -127,11 +129,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
     run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
     if spec.explorers > 0:
         from maddpg.launch import LocalRun
-        from maddpg.runfolder import SPEC
 
-        if (Path(run_dir) / SPEC).exists() and not spec.restore:
-            raise UserError(f"run folder {run_dir} already holds a run; choose another --run-dir, "
-                            f"or pass --restore {run_dir} to continue it")
         run = LocalRun(spec, run_dir, quiet=ns.quiet, queue=ns.queue)
         run.start()
         code = run.wait()
@@ -202,20 +200,50 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return run_suites(ns.suite, quick=ns.quick, out=ns.out, out_dir=ns.out_dir, options=options)
 
 
+def _learner_key(ns: argparse.Namespace, run_dir: Path, log: logging.Logger):
+    """The run's key from --run-key-file / MADDPG_RUN_KEY(_FILE); else the run folder's, made on first start."""
+    from maddpg.transport.security import RunKey
+
+    key = _load_key(ns.run_key_file)
+    if key is not None:
+        return key
+    path = Path(run_dir) / RUN_KEY_FILE
+    if path.exists():
+        return _load_key(path)
+    key = RunKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key.save(path)
+    log.info("no run key given: made one in %s (give it to explorers with --run-key-file or MADDPG_RUN_KEY)", path)
+    return key
+
+
+def _load_key(path: Path | None):
+    from maddpg.transport.security import RunKey
+
+    try:
+        return RunKey.load(file=path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"run key ({path or 'MADDPG_RUN_KEY / MADDPG_RUN_KEY_FILE'}): {e}") from None
+
+
 def cmd_learner(ns: argparse.Namespace) -> int:
-    from services.learner.main import Learner
+    from services.learner.main import Learner, LearnerFailure
 
     spec = spec_from_args(ns)
     run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
-    learner = Learner(spec, run_dir, ns.bind, max_batch=ns.max_batch, max_wait=ns.max_wait_ms / 1e3,
-                      checkpoint_uri=os.environ.get("MADDPG_CHECKPOINT_URI"),
+    log = logging.getLogger("maddpg.learner")
+    learner = Learner(spec, run_dir, ns.bind, key=_learner_key(ns, run_dir, log), max_batch=ns.max_batch,
+                      max_wait=ns.max_wait_ms / 1e3, checkpoint_uri=os.environ.get("MADDPG_CHECKPOINT_URI"),
                       queue=ns.queue, run_id=ns.run_id, metrics_port=ns.metrics_port)
     ns.log_context.run_id = learner.run_id
     ns.log_context.step = lambda: learner.agent.env_steps
-    log = logging.getLogger("maddpg.learner")
     log.info("learner serving on %s%s", learner.address,
              f", metrics on port {learner.metrics_port}" if learner.metrics_port is not None else "")
-    result = learner.train(progress=not ns.quiet)
+    try:
+        result = learner.train(progress=not ns.quiet)
+    except LearnerFailure as e:
+        log.error("%s", e, exc_info=e.__cause__)
+        return 1
     log.info("%s: %d episodes, %d env steps, %d updates in %.0f s; mean episode reward (last 100, sum over "
              "agents): %.2f", "interrupted" if result.interrupted else "done", result.episodes, result.env_steps,
              result.updates, result.seconds, result.mean_reward)
@@ -231,10 +259,14 @@ def cmd_explorer(ns: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if not ns.learner:
         raise UserError("--learner ADDRESS (or MADDPG_LEARNER_ADDRESS) is required, e.g. tcp://learner:5555")
+    key = _load_key(ns.run_key_file)
+    if key is None:
+        raise UserError(f"the run's key is required: --run-key-file FILE, or env MADDPG_RUN_KEY / MADDPG_RUN_KEY_FILE "
+                        f"(a learner started without one wrote it to its run folder's {RUN_KEY_FILE})")
     try:
-        run_explorer(ns.learner, ns.explorer_id, ns.envs, seed=ns.seed, request_timeout=ns.request_timeout,
-                     give_up_after=ns.give_up_after, metrics_port=ns.metrics_port,
-                     log_context=ns.log_context)
+        run_explorer(ns.learner, ns.explorer_id, ns.envs, key=key, redis_url=os.environ.get("REDIS_URL"),
+                     seed=ns.seed, request_timeout=ns.request_timeout, give_up_after=ns.give_up_after,
+                     metrics_port=ns.metrics_port, log_context=ns.log_context)
     except TransportError as e:
         raise UserError(str(e)) from None
     except KeyboardInterrupt:
@@ -256,6 +288,13 @@ def cmd_api(ns: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+def _add_key_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--run-key-file", type=Path, default=None, metavar="FILE",
+                        help=f"{what}: only peers holding the run's key can talk to its learner (CurveZMQ) or "
+                             "write its Redis stream (signed entries); or env MADDPG_RUN_KEY (the key's 64 hex "
+                             "characters) / MADDPG_RUN_KEY_FILE")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maddpg",
@@ -267,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train MADDPG. Writes spec.json, rewards.csv (episode rewards, total and per "
                                    "agent), learning_curve.png and checkpoints/ into the run folder, also on Ctrl-C.")
     p.add_argument("--run-dir", type=Path, default=None,
-                   help="run folder to write (default: runs/SCENARIO-seedSEED); must not hold another run")
+                   help="run folder to write (default: runs/SCENARIO-seedSEED); a folder holding this run (same "
+                        "spec) is continued from its newest checkpoint, one holding another run is refused")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--queue", default=os.environ.get("REDIS_URL", "local"),
                    help="replay queue of a run with --explorers: local or redis://HOST:PORT/DB (env REDIS_URL)")
@@ -299,11 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run a benchmark suite (JSON and a markdown table)",
                        description="Benchmarks measure the project beside its baseline in the same run.")
     p.add_argument("suite", choices=["all", "loop", "update", "env", "inference", "e2e", "checkpoint", "queue",
-                                     "learning", "api"],
+                                     "recovery", "learning", "api"],
                    help="loop: single-process training loop; update: one all-agent update; env: batched engine "
                         "vs mpe2; inference: the batching server; e2e: a whole local run; checkpoint: write and "
-                        "restore times; queue: Redis Streams vs the local replay queue; learning: reward curves "
-                        "of full training runs vs a random policy (about 40 min on 2 cores; JSON and PNGs default to "
+                        "restore times; queue: Redis Streams vs the local replay queue; recovery: a SIGKILLed "
+                        "learner restarted, to its first new episode, vs a cold start; learning: reward curves of "
+                        "full training runs vs a random policy (about 40 min on 2 cores; JSON and PNGs default to "
                         "bench/results/)")
     p.add_argument("--quick", action="store_true", help="short timings, under a minute per suite")
     p.add_argument("--out", type=Path, default=None, help="JSON file for one suite's results")
@@ -333,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=float, default=0.5,
                    help="how long to wait for more requests before serving a batch (default: 0.5 ms)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_key_flag(p, "the run's key; without one the learner uses RUN_DIR/run.key, made on its first start")
     add_service_flags(p)
     add_spec_flags(p)
     p.set_defaults(func=cmd_learner)
@@ -349,8 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="env seed (default: derived from the run seed and the id)")
     p.add_argument("--request-timeout", type=float, default=30.0,
                    help="seconds without a reply before reconnecting and resending (default: 30)")
-    p.add_argument("--give-up-after", type=float, default=120.0,
-                   help="seconds without any answer from the learner before exiting with an error (default: 120)")
+    p.add_argument("--give-up-after", type=float, default=600.0,
+                   help="seconds without any answer from the learner before exiting with an error; long enough "
+                        "for a learner pod to be replaced and compile (default: 600)")
+    _add_key_flag(p, "the learner's run key")
     add_service_flags(p)
     p.set_defaults(func=cmd_explorer)
 

@@ -12,7 +12,7 @@ from maddpg.bench.harness import markdown
 
 SUITES = {"loop": "maddpg.bench.loop", "update": "maddpg.bench.update", "env": "maddpg.bench.env",
           "inference": "maddpg.bench.inference", "e2e": "maddpg.bench.e2e", "checkpoint": "maddpg.bench.checkpoint",
-          "queue": "maddpg.bench.queue", "learning": "maddpg.bench.learning",
+          "queue": "maddpg.bench.queue", "recovery": "maddpg.bench.recovery", "learning": "maddpg.bench.learning",
           "api": "services.api.bench"}  # the service's own suite: the library never imports a service
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from maddpg.transport.security import RunKey
+
 # (explorers, envs per explorer): the issue's 1-8 x 16, plus two rows at batch >= 256.
 CONFIGS = [(1, 16), (2, 16), (4, 16), (8, 16), (1, 256), (4, 256)]
 
@@ -47,7 +49,8 @@ def _client_main(address: str, name: str, obs_dims: list[int]) -> int:
             e = int(cmd["envs"])
             if client is not None:
                 client.close()
-            client = InferenceClient(address, f"{name}-E{e}", e, request_timeout=10.0, give_up_after=30.0)
+            client = InferenceClient(address, f"{name}-E{e}", e, key=RunKey.load(), request_timeout=10.0,
+                                     give_up_after=30.0)
             client.connect()
             pool = [[rng.standard_normal((e, d), dtype=np.float32) for d in obs_dims] for _ in range(8)]
             reward, done = np.zeros((e, n), np.float32), np.zeros(e, bool)
@@ -77,8 +80,8 @@ def _client_main(address: str, name: str, obs_dims: list[int]) -> int:
 class _Explorers:
     """K benchmark explorer processes driven over their stdin/stdout."""
 
-    def __init__(self, count: int, address: str, obs_dims: list[int]):
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    def __init__(self, count: int, address: str, obs_dims: list[int], key):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MADDPG_RUN_KEY": key.text}
         dims = ",".join(map(str, obs_dims))
         self.procs = [subprocess.Popen(
             [sys.executable, "-m", "maddpg.bench.inference", "--client", address, f"bench-{k}", dims],
@@ -137,7 +140,7 @@ def _policy(agent, seed: int):
                        spec.exploration_sigma, spec.ou_theta)
 
 
-def _start_server(address: str, spec, env_spec, agent):
+def _start_server(address: str, spec, env_spec, agent, key):
     from maddpg.algo.exploration import make_noise
     from maddpg.transport.server import InferenceServer
 
@@ -148,7 +151,7 @@ def _start_server(address: str, spec, env_spec, agent):
         address, env_spec, spec.to_json(), lambda obs, noise: policy.act(obs, noise=noise),
         lambda e: [make_noise(spec.exploration, (e, h.action_dim), spec.exploration_sigma, spec.ou_theta, rng)
                    for h in heads],
-        [h.action_dim for h in heads], lambda chunk: True, lambda envs, registered: True)  # learner defaults
+        lambda envs, registered: True, key=key)  # the learner's defaults, CurveZMQ as in every run
     stop = threading.Event()
     thread = threading.Thread(target=server.serve, args=(stop,), daemon=True, name="inference")
     thread.start()
@@ -260,8 +263,9 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
     obs_dims = list(env_spec.obs_dims)
     rounds, seconds, base_seconds = (2, 0.5, 0.25) if quick else (3, 2.0, 0.75)
     address = f"ipc:///tmp/maddpg-bench-inference-{os.getpid()}"
-    server, stop, thread = _start_server(address, spec, env_spec, agent)
-    explorers = _Explorers(max(k for k, _ in CONFIGS), address, obs_dims)
+    key = RunKey.generate()
+    server, stop, thread = _start_server(address, spec, env_spec, agent, key)
+    explorers = _Explorers(max(k for k, _ in CONFIGS), address, obs_dims, key)
     policy = _policy(agent, 5)
     results = []
     try:

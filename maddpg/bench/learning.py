@@ -87,7 +87,8 @@ def random_rewards(spec: RunSpec, episodes: int, num_envs: int = 100) -> tuple[n
 
 
 def train(spec: RunSpec, work: Path) -> tuple[dict[str, np.ndarray], float]:
-    """Runs 1 learner + K explorers to the end; returns the rewards.csv columns and the run's wall seconds."""
+    """Runs 1 learner + K explorers to the end; returns the rewards.csv columns (the first `num_episodes`: a run
+    ends at the first chunk boundary after them) and the run's wall seconds."""
     run_dir = work / f"{spec.scenario}-seed{spec.seed}"
     run = LocalRun(spec, run_dir, quiet=True)
     start = time.perf_counter()
@@ -96,7 +97,7 @@ def train(spec: RunSpec, work: Path) -> tuple[dict[str, np.ndarray], float]:
     seconds = time.perf_counter() - start
     if code != 0:
         raise RuntimeError(f"the {spec.scenario} run (seed {spec.seed}) exited with {code}; see {run_dir}")
-    return load_rewards(run_dir), seconds
+    return {k: v[:spec.num_episodes] for k, v in load_rewards(run_dir).items()}, seconds
 
 
 def summarize(data: dict[str, np.ndarray], wall_s: float, min_bin: int) -> tuple[dict, dict]:

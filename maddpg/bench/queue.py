@@ -57,7 +57,7 @@ def _through(put, get, ack, chunks: int) -> float:
     """Transitions/s with a producer thread putting `chunks` chunks and this thread draining into a buffer."""
     buffer = ReplayBuffer(200_000, [OBS] * N, [ACT] * N)
     payload = [_chunk(k) for k in range(8)]
-    producer = threading.Thread(target=lambda: [put(payload[k % 8]) for k in range(chunks)])
+    producer = threading.Thread(target=lambda: [put(payload[k % 8]._replace(seq=k + 1)) for k in range(chunks)])
     start = time.perf_counter()
     producer.start()
     done = 0
@@ -85,7 +85,7 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
 
             def via_local() -> float:
                 q = LocalQueue()
-                return _through(q.put, q.get, q.ack, chunks)
+                return _through(q.offer, q.get, lambda tokens: q.commit(tokens, {}), chunks)
 
             med = interleaved({"redis": via_redis, "local": via_local}, rounds=2 if quick else 3)
         finally:

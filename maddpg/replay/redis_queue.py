@@ -285,6 +285,11 @@ class RedisQueue:
             floor = f"{ms}-{seq + 1}"  # everything delivered was acknowledged
         self._call(lambda: self._redis.xtrim(self.key, minid=floor, approximate=False), "XTRIM")
 
+    def commit(self, tokens: list[Any], positions: dict[str, int]) -> None:
+        """A written checkpoint covers these entries (and the intake `positions`, which live in the checkpoint):
+        acknowledge them."""
+        self.ack(tokens)
+
     def depth(self) -> int:
         """Chunks waiting to be read by the learner (the group's lag)."""
         return self.lag()

@@ -312,17 +312,19 @@ def chunk_problem(msg: Chunk, obs_dims: list[int], act_dims: list[int], *, max_a
 
 
 def request_problem(msg: InferenceRequest, obs_dims: list[int], num_envs: int, *,
-                    max_abs: float = 1e6) -> str | None:
-    """Why a decoded request does not fit the agents' observation sizes and the explorer's env count, or
-    holds an observation or reward that is NaN, inf or beyond `max_abs`; None if it is fine."""
+                    max_abs: float = 1e6) -> tuple[str, str] | None:
+    """Why a decoded request does not fit the agents' observation sizes and the explorer's env count
+    ("bad_shape"), or holds an observation or reward that is NaN, inf or beyond `max_abs` ("bad_value"), as
+    (error code, message); None if it is fine."""
     e, n = num_envs, len(obs_dims)
     if len(msg.obs) != n:
-        return f"{len(msg.obs)} observation arrays for {n} agents"
+        return "bad_shape", f"{len(msg.obs)} observation arrays for {n} agents"
     for i, (o, d) in enumerate(zip(msg.obs, obs_dims)):
         if o.dtype != np.float32 or o.shape != (e, d):
-            return f"obs of agent {i}: {o.dtype}{list(o.shape)}, expected float32[{e}, {d}]"
+            return "bad_shape", f"obs of agent {i}: {o.dtype}{list(o.shape)}, expected float32[{e}, {d}]"
     if msg.reward.dtype != np.float32 or msg.reward.shape != (e, n):
-        return f"reward: {msg.reward.dtype}{list(msg.reward.shape)}, expected float32[{e}, {n}]"
+        return "bad_shape", f"reward: {msg.reward.dtype}{list(msg.reward.shape)}, expected float32[{e}, {n}]"
     if msg.done.dtype != np.bool_ or msg.done.shape != (e,):
-        return f"done: {msg.done.dtype}{list(msg.done.shape)}, expected bool[{e}]"
-    return _agent_values_problem("obs", msg.obs, max_abs) or _value_problem("reward", msg.reward, max_abs)
+        return "bad_shape", f"done: {msg.done.dtype}{list(msg.done.shape)}, expected bool[{e}]"
+    problem = _agent_values_problem("obs", msg.obs, max_abs) or _value_problem("reward", msg.reward, max_abs)
+    return None if problem is None else ("bad_value", problem)

@@ -15,12 +15,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import zmq
 
 from maddpg.envs.spaces import EnvSpec
-from maddpg.transport.codec import ProtocolError, chunk_problem, decode, encode
+from maddpg.transport.codec import ProtocolError, decode, encode, request_problem
+from maddpg.transport.security import RunKey, secure_server
 from maddpg.types import Ack, Chunk, Error, Hello, InferenceReply, InferenceRequest, Stop, Welcome
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,24 @@ class _Explorer:
     last_seen: float = field(default_factory=time.monotonic)
 
 
-# Every code a refused or dropped message is counted under (codec errors, checks, a full client queue).
+# Every code a refused or dropped message is counted under (codec errors, checks, chunk intake, a full client
+# queue).
 ERROR_CODES = ("empty", "bad_header", "bad_version", "bad_type", "bad_fields", "bad_frames", "bad_dtype", "bad_shape",
-               "bad_blob", "too_large", "bad_envs", "unknown_explorer", "stale_run", "slow_client")
+               "bad_value", "bad_blob", "too_large", "bad_envs", "too_many_explorers", "unknown_explorer",
+               "chunk_gap", "queue_full", "slow_client")
+
+
+class ChunkIntake(Protocol):
+    """Where chunks sent over ZeroMQ go (maddpg.replay.queue.LocalQueue)."""
+
+    def hello(self, explorer_id: str, run_id: str, oldest_chunk: int) -> int:
+        """Returns the chunk seq the explorer life should send next."""
+
+    def offer(self, chunk: Chunk) -> str | None:
+        """None: the chunk is held; else an error code (the explorer sends it again)."""
+
+    def durable(self, explorer_id: str, run_id: str) -> int:
+        """The last chunk seq of this life that a written checkpoint covers."""
 
 
 @dataclass
@@ -54,50 +71,56 @@ class ServerStats:
     chunks: int = 0
     errors: Counter = field(default_factory=Counter)
     restarts: int = 0
-    batch_sizes: deque = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class InferenceServer:
-    """Serves actions to explorers and hands their chunks to `on_chunk`.
+    """Serves actions to explorers and hands the chunks they send over ZeroMQ to `intake`.
 
     Args:
       bind: ZeroMQ address, e.g. "tcp://0.0.0.0:5555" or "ipc:///tmp/x".
       env_spec: the agents (shapes of valid requests).
       spec_json: the run spec sent to explorers in Welcome.
       act: the batched policy. noise_factory: per-explorer exploration noise.
-      act_dims: action vector size per agent (shapes of valid chunks).
-      on_chunk: called (in the server thread) with each valid Chunk; return False to refuse it (no Ack).
       may_collect: called with the env steps a batch would add and the envs of all registered explorers;
         False holds the replies (pacing).
+      intake: takes chunks sent over ZeroMQ (the local queue); None: explorers send them elsewhere (Redis).
+      key: the run's secret; only peers holding it get through (CURVE; None: no authentication).
       max_batch: most envs per inference batch. max_wait: seconds to wait for more requests.
       max_envs: most envs one explorer may own. max_bytes: largest accepted message.
+      max_explorers: most explorers registered at once. idle_timeout: seconds after which an explorer that sent
+        nothing is forgotten (it says hello again if it comes back).
       queue, run_id: where explorers send chunks ("local" or a redis:// URL) and the run's id (see Welcome).
       on_batch: called after each served batch with its env count and the latency of each request in it
         (seconds from arrival to reply), e.g. to observe metrics.
     """
 
     def __init__(self, bind: str, env_spec: EnvSpec, spec_json: str, act: ActFn, noise_factory: NoiseFactory,
-                 act_dims: list[int], on_chunk: Callable[[Chunk], bool], may_collect: Callable[[int, int], bool],
-                 *, max_batch: int = 1024, max_wait: float = 0.0005, max_envs: int = 4096,
-                 max_bytes: int = 64 << 20, queue: str = "local", run_id: str = "",
-                 on_batch: Callable[[int, list[float]], None] | None = None, context: zmq.Context | None = None):
+                 may_collect: Callable[[int, int], bool], *, intake: ChunkIntake | None = None,
+                 key: RunKey | None = None, max_batch: int = 1024, max_wait: float = 0.0005, max_envs: int = 4096,
+                 max_bytes: int = 64 << 20, max_explorers: int = 1024, idle_timeout: float = 600.0,
+                 queue: str = "local", run_id: str = "", on_batch: Callable[[int, list[float]], None] | None = None,
+                 context: zmq.Context | None = None):
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_bytes)  # hard cap: ZeroMQ drops the peer beyond it
         self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting explorer takes its identity back
+        self._auth = None if key is None else secure_server(self._sock, key)
         self._sock.bind(bind)
         self.address = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._welcome = Welcome(spec_json, queue, run_id)
+        self._spec_json, self._queue, self._run_id = spec_json, queue, run_id
         self._env_spec = env_spec
         self._obs_dims = env_spec.obs_dims
-        self._act_dims = act_dims
         self._act, self._noise_factory = act, noise_factory
-        self._on_chunk, self._may_collect, self._on_batch = on_chunk, may_collect, on_batch
+        self._intake, self._may_collect, self._on_batch = intake, may_collect, on_batch
         self._max_batch, self._max_wait, self._max_envs, self._max_bytes = max_batch, max_wait, max_envs, max_bytes
+        self._max_explorers, self._idle_timeout = max_explorers, idle_timeout
         self._explorers: dict[str, _Explorer] = {}
         self._waiting: deque[tuple[bytes, InferenceRequest, float]] = deque()
         self._stop_reason: str | None = None
+        self._next_sweep = time.monotonic() + idle_timeout / 4
+        self._quiet_until: dict[str, float] = {}
+        self.last_request = time.monotonic()  # when an explorer last asked for actions (for "no explorers" alerts)
         self.stats = ServerStats()
 
     # ------------------------------------------------------------ lifecycle
@@ -108,10 +131,17 @@ class InferenceServer:
                 self.run_once(poll_ms)
         finally:
             self._sock.close(linger=0)
+            if self._auth is not None:
+                self._auth.close()
 
     def stop_explorers(self, reason: str) -> None:
         """From now on every explorer request is answered with Stop (thread-safe: a flag read by the loop)."""
         self._stop_reason = reason
+
+    @property
+    def auth_failures(self) -> int:
+        """Peers refused for not holding the run's key (handshakes that failed)."""
+        return 0 if self._auth is None else self._auth.refused
 
     @property
     def num_explorers(self) -> int:
@@ -130,6 +160,18 @@ class InferenceServer:
         if self._sock.poll(timeout, zmq.POLLIN):
             self._drain()
         self._serve_waiting()
+        if time.monotonic() >= self._next_sweep:
+            self._forget_idle()
+
+    def _forget_idle(self) -> None:
+        now = time.monotonic()
+        self._next_sweep = now + self._idle_timeout / 4
+        idle = [k for k, e in self._explorers.items() if now - e.last_seen > self._idle_timeout]
+        for name in idle:
+            del self._explorers[name]
+        if idle:
+            self._waiting = deque(w for w in self._waiting if w[1].explorer_id in self._explorers)
+            log.info("forgot %d explorer(s) silent for %.0f s: %s", len(idle), self._idle_timeout, ", ".join(idle[:5]))
 
     def _drain(self) -> None:
         deadline = None
@@ -157,8 +199,10 @@ class InferenceServer:
         try:
             msg = decode(frames)
         except ProtocolError as e:
-            return self._refuse(identity, -1, e.code, str(e))
+            return self._refuse(identity, -1, e.code, str(e).removeprefix(f"{e.code}: "))
         if self._stop_reason is not None and not isinstance(msg, Chunk):
+            if isinstance(msg, (Hello, InferenceRequest)) and self._known(msg.explorer_id, msg.run_id):
+                del self._explorers[msg.explorer_id]  # told: the learner may close once every explorer was
             self._send(identity, Stop(self._stop_reason))
             return 0
         if isinstance(msg, Hello):
@@ -167,58 +211,74 @@ class InferenceServer:
             problem = self._check_request(msg)
             if problem:
                 return self._refuse(identity, msg.seq, *problem)
+            # A resend (the explorer timed out and asked again) replaces what it asked before.
+            self._waiting = deque(w for w in self._waiting if w[1].explorer_id != msg.explorer_id)
             self._waiting.append((identity, msg, time.perf_counter()))
+            self.last_request = time.monotonic()
             return msg.obs[0].shape[0]
         if isinstance(msg, Chunk):
-            problem = self._check_chunk(msg)
-            if problem:
-                return self._refuse(identity, msg.seq, *problem)
-            if self._on_chunk(msg):
-                self.stats.chunks += 1
-                self._send(identity, Ack(msg.seq))
-            return 0
+            return self._chunk(identity, msg)
         return self._refuse(identity, -1, "bad_type", f"{type(msg).__name__} is not a request")
 
     def _hello(self, identity: bytes, msg: Hello) -> int:
-        if not isinstance(msg.num_envs, int) or not 0 < msg.num_envs <= self._max_envs:
+        if not 0 < msg.num_envs <= self._max_envs:
             return self._refuse(identity, -1, "bad_envs", f"num_envs must be 1..{self._max_envs}, got {msg.num_envs}")
         old = self._explorers.get(msg.explorer_id)
+        if old is None and len(self._explorers) >= self._max_explorers:
+            return self._refuse(identity, -1, "too_many_explorers",
+                                f"{self._max_explorers} explorers are registered already (idle ones are forgotten "
+                                f"after {self._idle_timeout:.0f} s)")
         if old is not None and old.run_id != msg.run_id:
             self.stats.restarts += 1
             log.info("explorer %s restarted (run %s -> %s): dropping its old state", msg.explorer_id,
                      old.run_id, msg.run_id)
-            self._waiting = deque(w for w in self._waiting if w[1].explorer_id != msg.explorer_id)
+        self._waiting = deque(w for w in self._waiting if w[1].explorer_id != msg.explorer_id)
         self._explorers[msg.explorer_id] = _Explorer(msg.run_id, msg.num_envs, self._noise_factory(msg.num_envs))
-        self._send(identity, self._welcome)
+        next_chunk = 1 if self._intake is None else self._intake.hello(msg.explorer_id, msg.run_id, msg.oldest_chunk)
+        self._send(identity, Welcome(self._spec_json, self._queue, self._run_id, next_chunk))
         return 0
 
+    def _known(self, explorer_id: str, run_id: str) -> _Explorer | None:
+        state = self._explorers.get(explorer_id)
+        return state if state is not None and state.run_id == run_id else None
+
     def _check_request(self, msg: InferenceRequest) -> tuple[str, str] | None:
-        state = self._explorers.get(msg.explorer_id)
-        if state is None or state.run_id != msg.run_id:
+        state = self._known(msg.explorer_id, msg.run_id)
+        if state is None:
             return "unknown_explorer", f"explorer {msg.explorer_id!r} run {msg.run_id!r} did not say hello"
-        e, n = state.num_envs, len(self._obs_dims)
-        if len(msg.obs) != n:
-            return "bad_shape", f"{len(msg.obs)} observation arrays for {n} agents"
-        for i, (o, d) in enumerate(zip(msg.obs, self._obs_dims)):
-            if o.dtype != np.float32 or o.shape != (e, d):
-                return "bad_shape", f"obs of agent {i}: {o.dtype}{list(o.shape)}, expected float32[{e}, {d}]"
-        if msg.reward.dtype != np.float32 or msg.reward.shape != (e, n):
-            return "bad_shape", f"reward: {msg.reward.dtype}{list(msg.reward.shape)}, expected float32[{e}, {n}]"
-        if msg.done.dtype != np.bool_ or msg.done.shape != (e,):
-            return "bad_shape", f"done: {msg.done.dtype}{list(msg.done.shape)}, expected bool[{e}]"
+        problem = request_problem(msg, self._obs_dims, state.num_envs)
+        if problem:
+            return problem
         state.last_seen = time.monotonic()
         return None
 
-    def _check_chunk(self, msg: Chunk) -> tuple[str, str] | None:
-        state = self._explorers.get(msg.explorer_id)
-        if state is None or state.run_id != msg.run_id:
-            return "stale_run", f"chunk from explorer {msg.explorer_id!r} run {msg.run_id!r}, which is not current"
-        problem = chunk_problem(msg, self._obs_dims, self._act_dims)
-        return None if problem is None else ("bad_shape", problem)
+    def _chunk(self, identity: bytes, msg: Chunk) -> int:
+        """Hands a chunk to the intake (its content is checked where it is consumed, as for Redis entries)."""
+        state = self._known(msg.explorer_id, msg.run_id)
+        if state is None:
+            return self._refuse(identity, msg.seq, "unknown_explorer",
+                                f"chunk from explorer {msg.explorer_id!r} run {msg.run_id!r}, which did not say hello",
+                                chunk=True)
+        if self._intake is None:
+            return self._refuse(identity, msg.seq, "bad_type", f"chunks go to {self._queue}, not to the learner",
+                                chunk=True)
+        state.last_seen = time.monotonic()
+        code = self._intake.offer(msg)
+        if code is not None:
+            return self._refuse(identity, msg.seq, code, f"chunk {msg.seq} not taken: {code}", chunk=True, quiet=True)
+        self.stats.chunks += 1
+        self._send(identity, Ack(msg.seq))
+        return 0
 
     # ------------------------------------------------------------ inference
     def _serve_waiting(self) -> None:
         if not self._waiting:
+            return
+        if self._stop_reason is not None:  # held or not, every waiting explorer hears that the run is over
+            for identity, req, _ in self._waiting:
+                self._explorers.pop(req.explorer_id, None)
+                self._send(identity, Stop(self._stop_reason))
+            self._waiting.clear()
             return
         batch, envs = [], 0
         for item in self._waiting:  # a prefix of at most max_batch envs (at least one request)
@@ -237,7 +297,8 @@ class InferenceServer:
         start = 0
         for identity, req, _ in batch:
             e = req.obs[0].shape[0]
-            self._send(identity, InferenceReply(req.seq, [a[start:start + e] for a in actions]))
+            durable = 0 if self._intake is None else self._intake.durable(req.explorer_id, req.run_id)
+            self._send(identity, InferenceReply(req.seq, [a[start:start + e] for a in actions], durable))
             start += e
         if self._on_batch is not None:  # latencies (the metrics' histograms) only for whoever observes them
             now = time.perf_counter()
@@ -245,7 +306,6 @@ class InferenceServer:
         self.stats.requests += len(batch)
         self.stats.batches += 1
         self.stats.envs_served += envs
-        self.stats.batch_sizes.append(envs)
 
     def _batch_noise(self, batch) -> list[np.ndarray | None]:
         per_agent: list[list[np.ndarray] | None] = [[] for _ in self._obs_dims]
@@ -259,11 +319,21 @@ class InferenceServer:
                 per_agent[i].append(process())
         return [None if p is None else np.concatenate(p) for p in per_agent]
 
-    def _refuse(self, identity: bytes, seq: int, code: str, message: str) -> int:
+    def _refuse(self, identity: bytes, seq: int, code: str, message: str, chunk: bool = False,
+                quiet: bool = False) -> int:
+        """Answers with an Error and counts it; logs it unless `quiet` (flow control, not a fault)."""
         self.stats.errors[code] += 1
-        log.warning("refused a message: %s: %s", code, message)
-        self._send(identity, Error(seq, code, message))
+        if not quiet:
+            self._log_refusal(code, message)
+        self._send(identity, Error(seq, code, message, chunk))
         return 0
+
+    def _log_refusal(self, code: str, message: str) -> None:
+        """At most one line per code every 10 s: a flood of bad messages must not flood the log."""
+        now = time.monotonic()
+        if now >= self._quiet_until.get(code, 0.0):
+            self._quiet_until[code] = now + 10.0
+            log.warning("refused a message: %s: %s (%d so far)", code, message, self.stats.errors[code])
 
     def _send(self, identity: bytes, msg) -> None:
         try:

@@ -40,7 +40,8 @@ def _complete_lines(path: Path, last: int | None) -> tuple[str, list[str]]:
 def _table(run_dir: Path, last: int | None) -> tuple[list[str], list[list[str]]]:
     """The column names and the complete rows (as many fields as names) of a run folder's rewards CSV.
 
-    The CSV holds only numbers (RunFolder writes it), so a comma splits fields.
+    The CSV holds numbers and a source name without commas or quotes (RunFolder writes it), so a comma splits
+    fields.
     """
     try:
         header, lines = _complete_lines(Path(run_dir) / REWARDS, last)
@@ -64,8 +65,9 @@ def _numbers(rows: list[list[str]], columns: list[int]) -> list[list[float]]:
 def read_rewards(run_dir: Path) -> dict[str, list[float]]:
     """The rewards CSV as columns. A line being written is skipped."""
     names, rows = _table(run_dir, None)
-    values = _numbers(rows, list(range(len(names))))
-    return {name: [v[i] for v in values] for i, name in enumerate(names)}
+    numeric = [name for name in names if name != "source"]  # the explorer life that sent the episode: text
+    values = _numbers(rows, [names.index(name) for name in numeric])
+    return {name: [v[i] for v in values] for i, name in enumerate(numeric)}
 
 
 def read_progress(run_dir: Path) -> dict:

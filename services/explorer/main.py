@@ -6,7 +6,6 @@ It imports no TensorFlow: the actions come from the learner, and turning them in
 from __future__ import annotations
 
 import logging
-import os
 import time
 import zlib
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from maddpg.episodes import EpisodeTracker
 from maddpg.runspec import RunSpec
 from maddpg.telemetry.logs import LogContext
 from maddpg.transport.client import InferenceClient, StopRun
+from maddpg.transport.security import RunKey
 from maddpg.types import Chunk, Transition
 from services.explorer.metrics import ExplorerMetrics
 
@@ -64,38 +64,43 @@ class ChunkBuilder:
                           [flat(o) for o in self._next], flat(self._done))
 
 
-def chunk_sink(client: InferenceClient, redis_url: str | None = None) -> tuple[Callable[[dict], None], Any]:
+def chunk_sink(client: InferenceClient, redis_url: str | None = None,
+               key: RunKey | None = None) -> tuple[Callable[[dict], None], Any]:
     """Where chunks go: over the ZeroMQ connection into the learner's local queue, or into the run's Redis
-    stream when the learner's Welcome names one (`redis_url`, e.g. from REDIS_URL, overrides its address).
-    Returns the send function and the RedisQueue (None for the local queue)."""
+    stream when the learner's Welcome names one (`redis_url`, e.g. from REDIS_URL, overrides its address;
+    entries are signed with the run's key). Returns the send function and the RedisQueue (None for the local
+    queue)."""
     welcome = client.welcome
     if welcome is None or welcome.queue == "local":
         return client.send_chunk, None
     from maddpg.replay.redis_queue import RedisQueue
 
-    queue = RedisQueue(redis_url or welcome.queue, welcome.run_id)
-    seq = iter(range(1, 1 << 62))
+    queue = RedisQueue(redis_url or welcome.queue, welcome.run_id,
+                       signing_key=None if key is None else key.stream_key)
+    seq = iter(range(1, 1 << 62))  # this life's chunks 1, 2, 3, ...: the learner consumes each once, in order
 
     def put(fields: dict) -> None:
         queue.put(Chunk(client.explorer_id, client.run_id, next(seq), **fields))
     return put, queue
 
 
-def run_explorer(learner: str, explorer_id: str, num_envs: int, *, seed: int | None = None,
-                 request_timeout: float = 30.0, give_up_after: float = 120.0, metrics_port: int | None = None,
+def run_explorer(learner: str, explorer_id: str, num_envs: int, *, key: RunKey | None = None,
+                 redis_url: str | None = None, seed: int | None = None, request_timeout: float = 30.0,
+                 give_up_after: float = 600.0, metrics_port: int | None = None,
                  log_context: LogContext | None = None) -> int:
     """Explores until the learner ends the run; returns the env steps taken.
 
-    `metrics_port`: serve Prometheus metrics there once connected (0: a free port; None: no server).
-    `log_context`: gets the run id and the step count once connected.
+    `key`: the run's secret (the learner accepts only peers holding it). `redis_url`: overrides the Redis
+    address the learner's Welcome names. `metrics_port`: serve Prometheus metrics there once connected (0: a
+    free port; None: no server). `log_context`: gets the run id and the step count once connected.
 
     Raises:
       TransportError: the learner was unreachable for `give_up_after` seconds or refused the explorer.
     """
-    client = InferenceClient(learner, explorer_id, num_envs, request_timeout=request_timeout,
+    client = InferenceClient(learner, explorer_id, num_envs, key=key, request_timeout=request_timeout,
                              give_up_after=give_up_after)
     spec = RunSpec.model_validate_json(client.connect())
-    send_chunk, queue = chunk_sink(client, os.environ.get("REDIS_URL"))
+    send_chunk, queue = chunk_sink(client, redis_url, key)
     metrics = ExplorerMetrics(client.welcome.run_id, client, queue)
     if log_context is not None:
         log_context.run_id, log_context.step = client.welcome.run_id, lambda: metrics.env_steps
@@ -127,13 +132,14 @@ def run_explorer(learner: str, explorer_id: str, num_envs: int, *, seed: int | N
             if builder.add(obs, actions, step.reward, step.next_obs, step.terminated):
                 rewards = np.array([e.per_agent for e in finished], np.float32).reshape(-1, env.spec.num_agents)
                 lengths = np.array([e.length for e in finished], np.int32)
-                send_chunk({"transitions": builder.take(), "episode_rewards": rewards,
-                            "episode_lengths": lengths})
-                metrics.chunks += 1
+                transitions = builder.take()
+                send_chunk({"transitions": transitions, "episode_rewards": rewards, "episode_lengths": lengths})
+                metrics.chunk_sent(transitions.reward.shape[0], len(lengths))
                 finished = []
             obs, reward, done = step.obs, step.reward, ended
     except StopRun as stop:
-        log.info("explorer %s: %s after %d env steps", explorer_id, stop, metrics.env_steps)
+        log.info("explorer %s: %s after %d env steps; sent %d chunks (%d transitions, %d episodes)", explorer_id,
+                 stop, metrics.env_steps, metrics.chunks, metrics.transitions, metrics.episodes_sent)
     finally:
         client.close()
         env.close()

@@ -19,12 +19,14 @@ from maddpg.algo.exploration import make_noise
 from maddpg.algo.learning import configure_threads
 from maddpg.envs.mpe import make_env
 from maddpg.episodes import Episode
-from maddpg.local import restore_into
+from maddpg.replay.intake import StreamConsumer
+from maddpg.replay.ledger import IntakeLedger, life_key
 from maddpg.replay.queue import LocalQueue
+from maddpg.resume import restore
 from maddpg.runfolder import RunFolder
 from maddpg.runspec import RunSpec
 from maddpg.tracking import RunTracker, TrainResult
-from maddpg.transport.codec import chunk_problem
+from maddpg.transport.security import RunKey
 from maddpg.transport.server import InferenceServer
 from services.learner.metrics import LearnerMetrics
 
@@ -35,19 +37,36 @@ class Pacer:
     """Decides whether explorers may take more env steps.
 
     Explorers may run ahead of what the trainer has inserted by at most two chunks of every registered env,
-    and not at all while more than `max_pending` updates are due but not run.
+    and not at all while more than `max_pending` updates are due but not run. Steps served that will never
+    arrive (an explorer killed inside a chunk, chunks a Redis without persistence lost) would hold every
+    explorer for good: once the trainer has found the queue empty for `stale_after` seconds with no update
+    due, the served count is set back to what was inserted.
     """
 
-    def __init__(self, agent: MADDPGAgent, chunk_len: int, max_pending: int = 2):
+    def __init__(self, agent: MADDPGAgent, chunk_len: int, max_pending: int = 2, stale_after: float = 5.0):
         self._agent, self._chunk_len, self._max_pending = agent, chunk_len, max_pending
+        self._stale_after = stale_after
         self.served_steps = agent.env_steps  # a restored learner counts on from its checkpoint
+        self._starved_since: float | None = None  # when the trainer began finding the queue empty
         self.held = 0
 
+    def intake(self, chunks: int) -> None:
+        """The trainer read `chunks` chunks from the queue (0: it found it empty)."""
+        if chunks:
+            self._starved_since = None
+        elif self._starved_since is None:
+            self._starved_since = time.monotonic()
+
     def may_collect(self, envs: int, registered_envs: int) -> bool:
-        ahead = self.served_steps - self._agent.env_steps
-        if self._agent.pending_updates > self._max_pending or ahead > 2 * self._chunk_len * registered_envs:
-            self.held += 1
-            return False
+        inserted, pending = self._agent.env_steps, self._agent.pending_updates
+        if pending > self._max_pending or self.served_steps - inserted > 2 * self._chunk_len * registered_envs:
+            starved = self._starved_since
+            if pending or starved is None or time.monotonic() - starved < self._stale_after:
+                self.held += 1
+                return False
+            log.info("%d env steps served never arrived (an explorer died inside a chunk?): not waiting for them",
+                     self.served_steps - inserted)
+            self.served_steps = inserted
         self.served_steps += envs
         return True
 
@@ -58,35 +77,46 @@ def build_env_spec(spec: RunSpec):
     return env.spec
 
 
+class LearnerFailure(RuntimeError):
+    """A learner thread died: the process must exit, never listen without answering."""
+
+
 class Learner:
     """Wires the agent, the replay queue, the inference server and the run folder of one run.
 
+    A run whose checkpoint store holds a checkpoint continues from the newest (see maddpg.resume): a restarted
+    process or pod just carries on, skipping every chunk that checkpoint already accounts for.
+
     Args:
       spec: the run spec. run_dir: the run folder. bind: the ZeroMQ address explorers connect to.
+      key: the run's secret: only explorers holding it can talk to the learner (None: anyone can).
       max_batch, max_wait: inference batching (see InferenceServer).
       checkpoint_uri: the checkpoint store (default: the run folder's checkpoints/).
       queue: the replay queue: None or "local" (chunks over ZeroMQ into memory) or a redis:// URL.
       run_id: names the run's Redis stream (default: the run folder's name); a restarted learner must reuse it.
       metrics_port: serve Prometheus metrics on this port (0: a free one, see `metrics_port`; None: no server).
+      idle_warning: seconds without any inference request after which the learner says so in its log.
     """
 
-    def __init__(self, spec: RunSpec, run_dir: Path, bind: str, *, max_batch: int = 1024,
-                 max_wait: float = 0.0005, queue: str | None = None, run_id: str | None = None,
-                 checkpoint_uri: str | None = None, metrics_port: int | None = None):
+    def __init__(self, spec: RunSpec, run_dir: Path, bind: str, *, key: RunKey | None = None,
+                 max_batch: int = 1024, max_wait: float = 0.0005, queue: str | None = None,
+                 run_id: str | None = None, checkpoint_uri: str | None = None, metrics_port: int | None = None,
+                 idle_warning: float = 60.0):
         configure_threads(spec.tf_threads)
-        self.spec, self._checkpoint_uri = spec, checkpoint_uri
+        self.spec, self._checkpoint_uri, self._idle_warning = spec, checkpoint_uri, idle_warning
         env_spec = build_env_spec(spec)
         self.agent = MADDPGAgent(spec, env_spec, num_envs=1)
-        self._episodes0, resume = restore_into(self.agent, spec, run_dir)
-        self.run = RunFolder(run_dir, spec, env_spec, resume=resume, episodes=self._episodes0)
+        self.start = restore(self.agent, spec, run_dir, checkpoint_uri)
+        self.run = RunFolder(run_dir, spec, env_spec, episodes=self.start.episodes)
         self.run_id = run_id or Path(run_dir).resolve().name
         self.queue_url = queue if queue and queue != "local" else "local"
         if self.queue_url == "local":
-            self.queue = LocalQueue()
+            self.queue = LocalQueue(positions=self.start.intake)
         else:
             from maddpg.replay.redis_queue import RedisQueue
 
-            self.queue = RedisQueue(self.queue_url, self.run_id)
+            self.queue = RedisQueue(self.queue_url, self.run_id,
+                                    signing_key=None if key is None else key.stream_key)
         self.pacer = Pacer(self.agent, spec.chunk_len)
         heads = self.agent.heads
         self._act_dims = [h.action_dim for h in heads]
@@ -95,68 +125,95 @@ class Learner:
             bind, env_spec, spec.to_json(), self._act,
             lambda e: [make_noise(spec.exploration, (e, h.action_dim), spec.exploration_sigma, spec.ou_theta,
                                   noise_rng) for h in heads],
-            self._act_dims, self._local_chunk, self.pacer.may_collect, max_batch=max_batch,
-            max_wait=max_wait, queue=self.queue_url, run_id=self.run_id,
+            self.pacer.may_collect, intake=self.queue if isinstance(self.queue, LocalQueue) else None, key=key,
+            max_batch=max_batch, max_wait=max_wait, queue=self.queue_url, run_id=self.run_id,
             on_batch=lambda envs, latencies: self.metrics.observe_batch(envs, latencies))
         self.address = self.server.address
+        self.consumer = StreamConsumer(self.queue, IntakeLedger(self.start.intake), env_spec.obs_dims,
+                                       self._act_dims, self._insert, self._record)
+        self.consumer.restored(self.start.counters)
         self.metrics = LearnerMetrics(self)
         self.metrics_port = None if metrics_port is None else self.metrics.service.serve(metrics_port)
         self._stop_serving = threading.Event()
-        self._thread = threading.Thread(target=self.server.serve, args=(self._stop_serving,), daemon=True,
-                                        name="inference")
+        self._server_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="inference")
+        self._tracker: RunTracker | None = None
 
-    def _acknowledge(self, covered: dict[int, list], written: int) -> None:
-        for number in [k for k in covered if k <= written]:
-            self.queue.ack(covered.pop(number))
-
-    def _local_chunk(self, chunk) -> bool:
-        return isinstance(self.queue, LocalQueue) and self.queue.put(chunk)
+    def _serve(self) -> None:
+        try:
+            self.server.serve(self._stop_serving)
+        except BaseException as e:  # noqa: BLE001 - handed to the trainer thread, which ends the process
+            self._server_error = e
 
     def _act(self, obs: list[np.ndarray], noise: list[np.ndarray | None]) -> list[np.ndarray]:
         if self.pacer.served_steps <= self.spec.warmup_steps:
             return self.agent.policy.uniform(obs[0].shape[0])
         return self.agent.policy.act(obs, noise=noise)
 
+    def _insert(self, chunk) -> None:
+        self.agent.insert(chunk.transitions)
+
+    def _record(self, chunk) -> None:
+        source = life_key(chunk.explorer_id, chunk.run_id)
+        for rewards, length in zip(chunk.episode_rewards, chunk.episode_lengths):
+            self._tracker.record(Episode(float(rewards.sum()), rewards.astype(np.float64), int(length)),
+                                 source, chunk.seq)
+
+    def _check_threads(self) -> None:
+        if self._server_error is not None:
+            raise LearnerFailure(f"the inference thread died: {self._server_error!r}") from self._server_error
+        silent = time.monotonic() - self.server.last_request
+        if silent > self._idle_warning and time.monotonic() >= self._next_idle_log:
+            self._next_idle_log = time.monotonic() + self._idle_warning
+            log.warning("no explorer has asked for actions for %.0f s (%d registered): the run is not collecting",
+                        silent, self.server.num_explorers)
+
     def train(self, progress: bool = True) -> TrainResult:
-        """Serves and trains until `num_episodes` episodes ended (or Ctrl-C); writes the run folder."""
-        tracker = RunTracker(self.run, self.agent, self._episodes0, progress, f"learner {self.spec.scenario}",
-                             self._checkpoint_uri, on_checkpoint=self.metrics.observe_checkpoint)
+        """Serves and trains until `num_episodes` episodes ended (or Ctrl-C); writes the run folder.
+
+        Raises:
+          LearnerFailure: the inference thread died (the process must exit non-zero).
+        """
+        self._tracker = tracker = RunTracker(
+            self.run, self.agent, self.start.episodes, progress, f"learner {self.spec.scenario}",
+            self._checkpoint_uri, on_checkpoint=self.metrics.observe_checkpoint,
+            position=self.consumer.position)
         self.metrics.tracker = tracker
-        self.agent.warm_up()  # compile before serving: explorers would otherwise wait on the first update
-        self._thread.start()
-        # Chunks are acknowledged once a checkpoint covers them: after a crash every chunk is either in the
-        # restored checkpoint's counters or still pending in the queue, and read again.
-        unacked: list = []  # inserted since the last snapshot
-        covered: dict[int, list] = {}  # snapshot number -> chunks it covers, acknowledged once written
-        snapshots = tracker.checkpoints_submitted
+        self._next_idle_log = 0.0
+        self._thread.start()  # explorers are served while the update compiles
+        self.agent.warm_up()
+        consumer = self.consumer
         try:
             while not tracker.done:  # Ctrl-C or SIGTERM sets tracker.stop
-                for token, chunk in self.queue.get(max_chunks=64, timeout=0.05):
-                    problem = chunk_problem(chunk, self.agent.env_spec.obs_dims, self._act_dims)
-                    if problem:  # only a Redis entry can get here unchecked: drop it, never crash
-                        log.error("dropping a chunk from %s: %s", chunk.explorer_id, problem)
-                        self.queue.ack([token])
-                        continue
-                    self.agent.insert(chunk.transitions)
-                    unacked.append(token)
-                    for rewards, length in zip(chunk.episode_rewards, chunk.episode_lengths):
-                        if not tracker.done:
-                            tracker.record(Episode(float(rewards.sum()), rewards.astype(np.float64), int(length)))
-                            if tracker.checkpoints_submitted != snapshots:  # a snapshot was just taken
-                                snapshots = tracker.checkpoints_submitted
-                                covered[snapshots] = unacked
-                                unacked = []
-                self._acknowledge(covered, tracker.checkpoints_written)
+                self._check_threads()
+                chunks = self.queue.get(max_chunks=64, timeout=0.05)
+                self.pacer.intake(len(chunks))
+                for token, chunk in chunks:
+                    consumer.consume(token, chunk)
+                    if tracker.checkpoint_due:  # between two chunks: a checkpoint never splits one
+                        consumer.covered_by(tracker.checkpoint())
+                    if tracker.done:
+                        break  # chunks read but not consumed stay in the queue (Redis) or with their explorer
+                consumer.written(tracker.checkpoints_written)
                 due, start = self.agent.pending_updates, time.perf_counter()
                 losses = self.agent.update()
                 if losses is not None:
                     self.metrics.observe_updates(time.perf_counter() - start, due, losses)
         finally:
             self.server.stop_explorers("the run is over")
-            result = tracker.finish()  # waits for the final checkpoint, which covers every chunk inserted
-            self.queue.ack([t for tokens in covered.values() for t in tokens] + unacked)
-            time.sleep(0.3)  # the server answers the explorers still waiting with Stop
-            self._stop_serving.set()
-            self._thread.join(timeout=5)
-            self.metrics.service.close()
+            try:
+                result = tracker.finish()  # waits for the final checkpoint, which covers every chunk consumed
+                consumer.covered_by(tracker.checkpoints_submitted)
+                consumer.written(tracker.checkpoints_written)
+            finally:
+                self._stop_explorers_then_close()
         return result
+
+    def _stop_explorers_then_close(self, grace: float = 2.0) -> None:
+        """Keeps answering Stop until every registered explorer was told (or `grace` passed), then closes."""
+        deadline = time.monotonic() + grace
+        while self.server.num_explorers and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.05)
+        self._stop_serving.set()
+        self._thread.join(timeout=5)
+        self.metrics.service.close()

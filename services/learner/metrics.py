@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,21 @@ class LearnerMetrics:
                          {"code": code})
         yield Sample("maddpg_explorers", "gauge", "explorers registered with the inference server",
                      learner.server.num_explorers)
+        yield Sample("maddpg_auth_failures", "counter", "peers refused for not holding the run's key",
+                     learner.server.auth_failures)
+        yield Sample("maddpg_inference_idle_seconds", "gauge",
+                     "seconds since an explorer last asked for actions (a run without explorers collects nothing)",
+                     time.monotonic() - learner.server.last_request)
+        consumer = learner.consumer
+        for name, help_text, value in (
+                ("maddpg_replay_chunks_consumed", "chunks inserted into the replay buffer", consumer.inserted),
+                ("maddpg_replay_chunks_duplicate", "chunks skipped because a checkpoint or the buffer already held "
+                 "them (resent, or re-read after a restart)", consumer.ledger.duplicates),
+                ("maddpg_replay_chunks_lost", "chunks that never arrived (gaps in an explorer's numbering, e.g. a "
+                 "Redis restarted without persistence)", consumer.ledger.lost),
+                ("maddpg_replay_chunks_rejected", "chunks refused as malformed, non-finite or out of range",
+                 consumer.rejected)):
+            yield Sample(name, "counter", help_text, value)
         yield Sample("maddpg_pacing_holds", "counter",
                      "inference batches held back because the trainer was behind (back-pressure)", learner.pacer.held)
         if self._losses is not None:

@@ -90,10 +90,15 @@ def test_the_same_seed_gives_the_same_episode_rewards(tiny_run, tmp_path):
     assert [r["reward"] for r in _rewards(tmp_path / "other")] != first
 
 
-def test_a_used_run_folder_is_not_overwritten(tiny_run):
+def test_a_used_run_folder_is_continued_with_its_spec_and_refused_with_another(tiny_run):
     run_dir, _ = tiny_run
-    result = run("train", *TINY, "--run-dir", str(run_dir))
-    assert result.returncode == 2 and "already holds a run" in result.stderr
+    rows = _rewards(run_dir)
+    again = run("train", *TINY, "--seed", "3", "--run-dir", str(run_dir))  # the same run: resumes, already done
+    assert again.returncode == 0, again.stderr
+    assert _rewards(run_dir) == rows  # nothing counted twice, nothing lost
+    other = run("train", *TINY, "--seed", "3", "--lr", "0.5", "--run-dir", str(run_dir))
+    assert other.returncode == 2 and "holds a run of another spec" in other.stderr and "lr: 0.01 -> 0.5" in other.stderr
+    assert "Traceback" not in other.stderr
 
 
 def test_a_checkpoint_from_another_scenario_is_refused(tiny_run, tmp_path):

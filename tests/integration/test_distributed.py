@@ -14,6 +14,7 @@ import pytest
 
 from maddpg.launch import LocalRun, free_tcp_address
 from maddpg.runspec import RunSpec
+from maddpg.transport.security import RunKey
 from tests.integration.cli import MADDPG, run
 from tests.integration.test_learning import THRESHOLD
 
@@ -62,7 +63,7 @@ def test_two_explorers_learn_simple_as_well_as_the_single_process_loop(tmp_path)
                  "--envs-per-explorer", "16", "--quiet", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     rewards = _rewards(run_dir)
-    assert len(rewards) == 3000
+    assert 3000 <= len(rewards) < 3000 + 32  # the run ends at the first chunk boundary after 3,000 episodes
     assert rewards[-100:].mean() > THRESHOLD, rewards[-100:].mean()  # the single-process test's threshold
     assert list((run_dir / "checkpoints").glob("ckpt-*/manifest.json"))
 
@@ -111,7 +112,7 @@ def test_ctrl_c_stops_every_process_and_keeps_the_run_folder(tmp_path):
 
 def test_explorers_reconnect_to_a_restarted_learner(tmp_path):
     address = free_tcp_address()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MADDPG_RUN_KEY": RunKey.generate().text}
     tiny = ["--scenario", "simple", "--num-episodes", "60", "--learning-starts", "100", "--batch-size", "32", "--quiet"]
 
     def learner(name):
@@ -141,7 +142,7 @@ def test_explorers_reconnect_to_a_restarted_learner(tmp_path):
 
 def test_an_explorer_without_a_learner_gives_up_with_a_clear_error():
     result = run("explorer", "--learner", free_tcp_address(), "--request-timeout", "0.5", "--give-up-after", "2",
-                 timeout=60)
+                 timeout=60, env={"MADDPG_RUN_KEY": RunKey.generate().text})
     assert result.returncode == 2
     lines = [json.loads(line) for line in result.stdout.splitlines()]  # the services log JSON lines on stdout
     assert lines[-1]["level"] == "ERROR" and "did not answer" in lines[-1]["message"]

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from maddpg.launch import free_tcp_port
+from maddpg.transport.security import RunKey
 from tests.integration.cli import MADDPG
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "charts" / "dashboards"
@@ -46,7 +47,7 @@ class Services:
     def __init__(self, tmp: Path):
         self.tmp = tmp
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MADDPG_LOG_FORMAT": "json",
-               "MADDPG_API_RUNS_DIR": str(tmp / "api-runs")}
+               "MADDPG_API_RUNS_DIR": str(tmp / "api-runs"), "MADDPG_RUN_KEY": RunKey.generate().text}
         env.pop("REDIS_URL", None)
         bind = f"tcp://127.0.0.1:{free_tcp_port()}"
         self.ports = {"learner": free_tcp_port(), "explorer": free_tcp_port(), "api": free_tcp_port()}

@@ -12,11 +12,13 @@ from maddpg.envs.spaces import AgentSpec, EnvSpec
 from maddpg.replay.queue import LocalQueue
 from maddpg.transport.client import InferenceClient, StopRun, TransportError
 from maddpg.transport.codec import decode, encode
+from maddpg.transport.security import RunKey, secure_client
 from maddpg.transport.server import ERROR_CODES, InferenceServer
-from maddpg.types import Error, Hello, InferenceRequest, Transition, Welcome
+from maddpg.types import Chunk, Error, Hello, InferenceRequest, Transition, Welcome
 
 OBS_DIMS, ACT_DIMS = (3, 5), (2, 4)
 ENV_SPEC = EnvSpec("test", (AgentSpec("a", 3, "discrete", 2, (2,)), AgentSpec("b", 5, "discrete", 4, (4,))))
+KEY = RunKey.generate()
 
 
 def echo_act(obs, noise):
@@ -25,13 +27,14 @@ def echo_act(obs, noise):
 
 
 class Served:
-    def __init__(self, address, **kwargs):
-        self.queue = LocalQueue()
+    def __init__(self, address, queue_size=100, **kwargs):
+        self.queue = LocalQueue(queue_size)
         self.allow = threading.Event()
         self.allow.set()
-        self.server = InferenceServer(address, ENV_SPEC, '{"scenario": "test"}', echo_act,
-                                      lambda e: [None, None], list(ACT_DIMS), self.queue.put,
-                                      lambda envs, registered: self.allow.is_set(), **kwargs)
+        self.batch_sizes = []
+        self.server = InferenceServer(address, ENV_SPEC, '{"scenario": "test"}', echo_act, lambda e: [None, None],
+                                      lambda envs, registered: self.allow.is_set(), intake=self.queue, key=KEY,
+                                      on_batch=lambda envs, latencies: self.batch_sizes.append(envs), **kwargs)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.server.serve, args=(self.stop,), daemon=True)
         self.thread.start()
@@ -51,7 +54,7 @@ def _obs(value, e):
 
 
 def _client(address, name, e, **kwargs):
-    c = InferenceClient(address, name, e, **kwargs)
+    c = InferenceClient(address, name, e, key=KEY, **kwargs)
     assert c.connect() == '{"scenario": "test"}'
     return c
 
@@ -79,7 +82,7 @@ def test_four_clients_get_their_own_actions_in_batches(address):
     assert not errors, errors
     stats = served.server.stats
     assert stats.requests == 120 and stats.envs_served == 960
-    assert max(stats.batch_sizes) <= 16  # max_batch honoured: two 8-env requests at most
+    assert max(served.batch_sizes) <= 16  # max_batch honoured: two 8-env requests at most
     assert stats.batches < 120  # requests were batched together
 
 
@@ -101,26 +104,81 @@ def test_max_wait_bounds_how_long_a_lone_request_waits(address):
     assert 5 * 0.05 <= waited < 5 * 0.05 + 2.0  # each waited for the silent one for max_wait, not more
 
 
-def test_chunks_reach_the_queue_and_are_acknowledged(address):
+def _transitions(rows: int, value: float = 1.0) -> Transition:
+    return Transition([np.full((rows, d), value, np.float32) for d in OBS_DIMS],
+                      [np.full((rows, a), value, np.float32) for a in ACT_DIMS], np.full((rows, 2), value, np.float32),
+                      [np.full((rows, d), value, np.float32) for d in OBS_DIMS], np.zeros((rows, 2), np.float32))
+
+
+def _chunk_fields(rows: int = 6, value: float = 1.0) -> dict:
+    return {"transitions": _transitions(rows, value), "episode_rewards": np.ones((1, 2), np.float32),
+            "episode_lengths": np.array([25], np.int32)}
+
+
+def _infer(client, value=0.0, e=2):
+    return client.infer(_obs(value, e), np.zeros((e, 2), np.float32), np.zeros(e, bool))
+
+
+def test_chunks_reach_the_queue_and_are_kept_until_a_checkpoint_covers_them(address):
     served = Served(address)
     client = _client(address, "explorer-0", 2)
-    rows = 6
-    t = Transition([np.ones((rows, d), np.float32) for d in OBS_DIMS], [np.ones((rows, a), np.float32) for a in ACT_DIMS],
-                   np.ones((rows, 2), np.float32), [np.ones((rows, d), np.float32) for d in OBS_DIMS],
-                   np.zeros((rows, 2), np.float32))
-    seq = client.send_chunk({"transitions": t, "episode_rewards": np.ones((1, 2), np.float32),
-                             "episode_lengths": np.array([25], np.int32)})
-    client.infer(_obs(0.0, 2), np.zeros((2, 2), np.float32), np.zeros(2, bool))  # the Ack arrives before this reply
-    served.close()
-    assert seq in client.acked
+    seq = client.send_chunk(_chunk_fields())
+    _infer(client)  # the Ack arrives before this reply
     [(_, chunk)] = served.queue.get(10, 0.1)
-    assert chunk.transitions.obs[1].shape == (rows, 5) and chunk.episode_lengths.tolist() == [25]
+    assert chunk.transitions.obs[1].shape == (6, 5) and chunk.episode_lengths.tolist() == [25]
+    assert client.held_chunks == 1  # taken, but a learner crash now would lose it: kept
+    served.queue.commit([], {f"explorer-0/{client.run_id}": seq})  # a written checkpoint covers it
+    _infer(client)
+    served.close()
+    assert client.held_chunks == 0
+
+
+def test_a_full_queue_refuses_chunks_and_the_explorer_sends_them_again_in_order(address):
+    served = Served(address, queue_size=2)
+    client = _client(address, "explorer-0", 2, resend_after=0.05)
+    for k in range(5):
+        client.send_chunk(_chunk_fields(value=k))
+    _infer(client)
+    got = [c.transitions.reward[0, 0] for _, c in served.queue.get(10, 0.1)]
+    assert got == [0, 1]  # the rest was refused (queue_full, then chunk_gap), not dropped
+    deadline = time.monotonic() + 10
+    while len(got) < 5 and time.monotonic() < deadline:
+        _infer(client)
+        time.sleep(0.06)
+        got += [c.transitions.reward[0, 0] for _, c in served.queue.get(10, 0.01)]
+    served.close()
+    assert got == [0, 1, 2, 3, 4]  # each once, in order
+    assert served.server.stats.errors["queue_full"] >= 1
+
+
+def test_a_restarted_learner_gets_the_held_chunks_from_where_its_checkpoint_stands():
+    served = Served("tcp://127.0.0.1:*")
+    address = served.server.address
+    client = _client(address, "explorer-0", 2, request_timeout=0.5, give_up_after=10.0)
+    life = f"explorer-0/{client.run_id}"
+    for k in range(4):
+        client.send_chunk(_chunk_fields(value=k))
+    _infer(client)
+    served.queue.commit([], {life: 2})  # chunks 1-2 are in a checkpoint; 3-4 only in the learner's memory
+    _infer(client)
+    assert client.held_chunks == 2
+    served.close()  # killed: chunks 3 and 4 die with it
+    time.sleep(0.2)
+    revived = Served(address)
+    revived.queue = LocalQueue(positions={life: 2})  # restored from the checkpoint
+    revived.server._intake = revived.queue
+    _infer(client)  # hello again: the Welcome says "from 3 on", the client resends 3 and 4
+    time.sleep(0.2)
+    got = [(c.seq, c.transitions.reward[0, 0]) for _, c in revived.queue.get(10, 0.5)]
+    revived.close()
+    assert got == [(3, 2.0), (4, 3.0)]
 
 
 def _raw(address, identity=b"raw"):
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, identity)
     sock.setsockopt(zmq.LINGER, 0)
+    secure_client(sock, KEY)
     sock.connect(address)
     return sock
 
@@ -154,8 +212,10 @@ def test_malformed_messages_get_error_replies_and_the_server_keeps_serving(addre
     # A request whose shapes do not match the explorer's envs or the agents.
     wrong = request._replace(obs=[np.zeros((2, 4), np.float32), np.zeros((2, 5), np.float32)])
     assert _ask(raw, [bytes(f) for f in encode(wrong)]).code == "bad_shape"
+    nan = request._replace(obs=[np.full((2, 3), np.nan, np.float32), np.zeros((2, 5), np.float32)])
+    assert _ask(raw, [bytes(f) for f in encode(nan)]).code == "bad_value"
     served.close()
-    assert served.server.stats.errors["bad_header"] == 1 and sum(served.server.stats.errors.values()) == 7
+    assert served.server.stats.errors["bad_header"] == 1 and sum(served.server.stats.errors.values()) == 8
     assert set(served.server.stats.errors) <= set(ERROR_CODES)  # the metrics export every code from the start
 
 
@@ -167,14 +227,26 @@ def test_a_restarted_explorer_gets_a_fresh_state_and_its_old_chunks_are_refused(
     new = _client(address, "explorer-0", 2)  # same name, new life
     assert new.run_id != old_run
     raw = _raw(address)
-    t = Transition([np.ones((1, d), np.float32) for d in OBS_DIMS], [np.ones((1, a), np.float32) for a in ACT_DIMS],
-                   np.ones((1, 2), np.float32), [np.ones((1, d), np.float32) for d in OBS_DIMS],
-                   np.zeros((1, 2), np.float32))
-    from maddpg.types import Chunk
-    stale = Chunk("explorer-0", old_run, 3, t, np.zeros((0, 2), np.float32), np.zeros(0, np.int32))
-    assert _ask(raw, [bytes(f) for f in encode(stale)]).code == "stale_run"
+    stale = Chunk("explorer-0", old_run, 1, _transitions(1), np.zeros((0, 2), np.float32), np.zeros(0, np.int32))
+    reply = _ask(raw, [bytes(f) for f in encode(stale)])
+    assert reply.code == "unknown_explorer" and reply.chunk
     served.close()
     assert served.server.stats.restarts == 1 and served.queue.depth() == 0
+
+
+def test_registrations_are_capped_and_idle_explorers_are_forgotten(address):
+    served = Served(address, max_explorers=2, idle_timeout=0.4)
+    _client(address, "a", 2)
+    _client(address, "b", 2)
+    raw = _raw(address)
+    reply = _ask(raw, [bytes(f) for f in encode(Hello("c", "r", 2))])
+    assert reply.code == "too_many_explorers"
+    time.sleep(0.6)  # a and b say nothing
+    deadline = time.monotonic() + 5
+    while served.server.num_explorers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert isinstance(_ask(raw, [bytes(f) for f in encode(Hello("c", "r", 2))]), Welcome)
+    served.close()
 
 
 def test_pacing_holds_replies_until_the_trainer_catches_up(address):

@@ -69,3 +69,10 @@ def test_learner_pods_take_the_spec_from_the_environment(monkeypatch):
     monkeypatch.setenv("MADDPG_RUN_SPEC", "{not json")
     with pytest.raises(UserError, match="MADDPG_RUN_SPEC"):
         spec_from_args(build_parser().parse_args(["learner"]))
+
+
+def test_a_resumed_run_may_change_how_long_it_runs_but_not_what_it_learns():
+    saved = RunSpec(scenario="simple_spread", num_agents=3)
+    assert saved.resume_conflicts(saved) == []
+    assert RunSpec(scenario="simple_spread", num_agents=3, num_episodes=10, explorers=4).resume_conflicts(saved) == []
+    assert RunSpec(scenario="simple_spread", num_agents=3, lr=0.5).resume_conflicts(saved) == ["lr: 0.01 -> 0.5"]

@@ -279,12 +279,14 @@ def test_a_fitting_request_has_no_problem():
 
 
 @pytest.mark.parametrize("spoil, num_envs, problem", [
-    (lambda r: r, 4, "obs of agent 0: float32[3, 4], expected float32[4, 4]"),
-    (lambda r: r._replace(obs=r.obs[:1]), 3, "1 observation arrays for 2 agents"),
-    (lambda r: r._replace(reward=r.reward.astype(np.float64)), 3, "reward: float64[3, 2], expected float32[3, 2]"),
-    (lambda r: r._replace(done=r.done.astype(np.float32)), 3, "done: float32[3], expected bool[3]"),
-    (lambda r: _poke(r.obs[1], (1, 6), np.inf) or r, 3, "obs of agent 1 holds NaN or inf"),
-    (lambda r: _poke(r.reward, (2, 1), -1e7) or r, 3, "reward of agent 1 holds a value beyond +-1e+06"),
+    (lambda r: r, 4, ("bad_shape", "obs of agent 0: float32[3, 4], expected float32[4, 4]")),
+    (lambda r: r._replace(obs=r.obs[:1]), 3, ("bad_shape", "1 observation arrays for 2 agents")),
+    (lambda r: r._replace(reward=r.reward.astype(np.float64)), 3,
+     ("bad_shape", "reward: float64[3, 2], expected float32[3, 2]")),
+    (lambda r: r._replace(done=r.done.astype(np.float32)), 3, ("bad_shape", "done: float32[3], expected bool[3]")),
+    (lambda r: _poke(r.obs[1], (1, 6), np.inf) or r, 3, ("bad_value", "obs of agent 1 holds NaN or inf")),
+    (lambda r: _poke(r.reward, (2, 1), -1e7) or r, 3,
+     ("bad_value", "reward of agent 1 holds a value beyond +-1e+06")),
 ])
 def test_a_request_that_does_not_fit_or_holds_bad_values_has_a_problem(spoil, num_envs, problem):
     assert request_problem(spoil(_request()), OBS_DIMS, num_envs) == problem

@@ -83,7 +83,9 @@ def _assert_well_typed(msg) -> None:
     problem = None
     if isinstance(msg, InferenceRequest):  # the server reads obs[0], then runs its checks
         assert msg.obs
-        problem = request_problem(msg, [2, 3], 4)
+        code_problem = request_problem(msg, [2, 3], 4)
+        assert code_problem is None or code_problem[0] in ("bad_shape", "bad_value")
+        problem = None if code_problem is None else code_problem[1]
     if isinstance(msg, Chunk):
         assert msg.transitions.obs
         problem = chunk_problem(msg, [2, 3], [1, 2])
