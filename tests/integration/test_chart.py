@@ -27,12 +27,15 @@ KUBE_VERSIONS = ("1.25.0", "1.37.0")
 MONITORING = "monitoring.coreos.com/v1"  # Prometheus Operator CRDs: unknown to kubernetes-validate
 
 # What the kubernetes launcher calls (services/api/launchers/kubernetes.py RBAC_RULES, which the Role is also
-# compared with): Jobs, the learner's Service and the run's key Secret, nothing cluster-wide, no pods, and no
-# reading, listing or patching Secrets (each of those would show the data of any Secret of the namespace).
+# compared with): Jobs, the learner's Service and NetworkPolicy, the run's key Secret, listing pods (why one does
+# not start), nothing cluster-wide, no pod creation, exec or logs, and no reading, listing or patching Secrets
+# (each of those would show the data of any Secret of the namespace).
 EXPECTED_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "delete"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create", "delete"]},
 ]
 
 S3 = {"enabled": True, "endpoint": "http://minio.minio:9000", "bucket": "maddpg-ckpt", "prefix": "team/a/",
