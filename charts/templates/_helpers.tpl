@@ -98,3 +98,24 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- printf "s3://%s" .Values.s3.bucket -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The checkpoint claim: checkpoints.pvc.existingClaim, or the chart's own. */}}
+{{- define "maddpg.checkpointClaim" -}}
+{{- default (printf "%s-checkpoints" (include "maddpg.fullname" .)) .Values.checkpoints.pvc.existingClaim -}}
+{{- end -}}
+
+{{/* MADDPG_API_IMAGE_PULL_SECRETS: the names of imagePullSecrets, as a JSON list. */}}
+{{- define "maddpg.pullSecretNames" -}}
+{{- $names := list -}}
+{{- range .Values.imagePullSecrets -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end -}}
+
+{{/* Values that contradict each other: a message for `fail`. */}}
+{{- define "maddpg.validate" -}}
+{{- if and .Values.s3.enabled .Values.checkpoints.pvc.enabled -}}
+{{- fail "s3.enabled and checkpoints.pvc.enabled are both set: choose one checkpoint store for the runs" -}}
+{{- end -}}
+{{- end -}}

@@ -47,6 +47,9 @@ VALUE_SETS = {
                                "podMonitor": {"enabled": True, "interval": "10s"}}},
     "s3-token": {"s3": S3, "api": {"token": {"existingSecret": "api-token", "key": "bearer"}}},
     "launcher-local": {"launcher": "local"},
+    "pvc": {"checkpoints": {"pvc": {"enabled": True, "storageClass": "nfs", "size": "50Gi"}},
+            "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}],
+            "runs": {"learnerBackoffLimit": 5, "startDeadlineSeconds": 300, "jobTtlSeconds": 3600}},
     "persistence": {"api": {"persistence": {"enabled": True, "storageClass": "fast", "size": "5Gi"}},
                     "redis": {"persistence": {"storageClass": "fast"}},
                     "runs": {"image": {"repository": "registry.example/maddpg", "tag": "gpu", "pullPolicy": "Always"}},
@@ -185,7 +188,7 @@ def test_api_deployment_probes_resources_and_security(rendered):
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert set(mounts) == {"/data", "/tmp"}
+    assert set(mounts) - {"/checkpoints"} == {"/data", "/tmp"}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
 
@@ -224,8 +227,12 @@ def test_api_env_defaults():
     assert env["MADDPG_API_RUN_SERVICE_ACCOUNT"]["value"] == "maddpg-run"
     assert env["MADDPG_LOG_FORMAT"]["value"] == "json"
     assert env["REDIS_URL"]["value"] == "redis://maddpg-redis.ml.svc:6379/0"
-    for absent in ("MADDPG_API_CHECKPOINT_URI", "MADDPG_API_S3_ENDPOINT", "MADDPG_API_S3_SECRET", "MADDPG_API_TOKEN",
-                   "MADDPG_METRICS_PORT"):
+    assert env["MADDPG_API_LEARNER_BACKOFF_LIMIT"]["value"] == "3"
+    assert env["MADDPG_API_START_DEADLINE_S"]["value"] == "600"
+    assert env["MADDPG_API_JOB_TTL_S"]["value"] == "86400"
+    assert env["MADDPG_API_IMAGE_PULL_SECRETS"]["value"] == "[]"
+    for absent in ("MADDPG_API_CHECKPOINT_URI", "MADDPG_API_CHECKPOINT_PVC", "MADDPG_API_S3_ENDPOINT",
+                   "MADDPG_API_S3_SECRET", "MADDPG_API_TOKEN", "MADDPG_METRICS_PORT"):
         assert absent not in env
     assert "envFrom" not in api_container(objects)
 
@@ -244,21 +251,41 @@ def test_api_env_with_s3_and_a_token_secret():
     assert "MADDPG_API_S3_ENDPOINT" not in env and "MADDPG_API_S3_SECRET" not in env
 
 
-def test_api_settings_read_every_variable_the_chart_sets(monkeypatch):
-    """The env the chart gives the API, fed to the API's own settings class: same names, values it accepts."""
+def _settings_from_env(monkeypatch, container: dict, secrets: dict[str, str] | None = None):
+    """ApiSettings from the env the chart gives the API container, with $(VAR) expanded as Kubernetes does; and
+    the values of the settings services/api/settings.py may not define yet (objects.NEW_SETTINGS), parsed as
+    pydantic-settings would (JSON for lists and dicts)."""
+    from services.api.launchers.objects import NEW_SETTINGS
     from services.api.settings import ApiSettings
 
-    container = api_container(render(VALUE_SETS["s3-token"]))
-    for name in [n for n in os.environ if n.startswith("MADDPG_API_") or n == "REDIS_URL"]:
+    for name in [n for n in os.environ if n.startswith("MADDPG_API_") or n in ("REDIS_URL", "REDIS_PASSWORD")]:
         monkeypatch.delenv(name)
-    resolved = {"fieldRef": NAMESPACE, "secretKeyRef": "the-token"}
+    values, new = {}, {}
     for var in container["env"]:
-        value = var["value"] if "value" in var else resolved[next(iter(var["valueFrom"]))]
+        if "value" in var:
+            value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: values.get(m.group(1), m.group(0)), var["value"])
+        elif "fieldRef" in var["valueFrom"]:
+            value = NAMESPACE
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            value = (secrets or {})[f"{ref['name']}/{ref['key']}"]
+        values[var["name"]] = value
         monkeypatch.setenv(var["name"], value)
         if var["name"].startswith("MADDPG_API_"):
             field = var["name"].removeprefix("MADDPG_API_").lower()
-            assert field in ApiSettings.model_fields, f"{var['name']}: no such setting in services/api/settings.py"
-    settings = ApiSettings()
+            assert field in ApiSettings.model_fields or field in NEW_SETTINGS, (
+                f"{var['name']}: no such setting in services/api/settings.py (nor in objects.NEW_SETTINGS)")
+            if field not in ApiSettings.model_fields:
+                kind = type(NEW_SETTINGS[field])
+                new[field] = json.loads(value) if kind in (list, dict) else kind(value) if kind is not type(None) \
+                    else value
+    return ApiSettings(), new
+
+
+def test_api_settings_read_every_variable_the_chart_sets(monkeypatch):
+    """The env the chart gives the API, fed to the API's own settings class: same names, values it accepts."""
+    container = api_container(render(VALUE_SETS["s3-token"]))
+    settings, _ = _settings_from_env(monkeypatch, container, {"api-token/bearer": "the-token"})
     assert settings.launcher == "kubernetes" and settings.namespace == NAMESPACE
     assert settings.image == "maddpg:0.1.0" and settings.image_pull_policy == "IfNotPresent"
     assert settings.run_service_account == "maddpg-run"
@@ -267,6 +294,46 @@ def test_api_settings_read_every_variable_the_chart_sets(monkeypatch):
     assert settings.checkpoint_uri == "s3://maddpg-ckpt/team/a"
     assert settings.s3_endpoint == "http://minio.minio:9000" and settings.s3_secret == "s3-creds"
     assert settings.token.get_secret_value() == "the-token"
+
+
+def test_the_launcher_configuration_follows_the_values(monkeypatch):
+    """Values -> the API's env -> ClusterConfig.from_settings: what the run pods will get."""
+    from types import SimpleNamespace
+
+    from services.api.launchers.objects import CHECKPOINT_MOUNT, ClusterConfig
+
+    objects = render(VALUE_SETS["pvc"])
+    settings, new = _settings_from_env(monkeypatch, api_container(objects))
+    config = ClusterConfig.from_settings(SimpleNamespace(**dict(settings), **new))
+    claim = one(objects, "PersistentVolumeClaim", "checkpoints")
+    assert config.checkpoint_pvc == claim["metadata"]["name"] == "maddpg-checkpoints" and not config.checkpoint_uri
+    assert config.start_problem() is None and config.run_checkpoints("r1") == "file:///checkpoints/r1"
+    assert config.image_pull_secrets == ("regcred", "mirror")
+    assert (config.learner_backoff_limit, config.start_deadline_s, config.job_ttl_s) == (5, 300, 3600)
+    # The API reads every run's folder where the learner pods write theirs.
+    pod = one(objects, "Deployment", "api")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in api_container(objects)["volumeMounts"] if m["mountPath"] == CHECKPOINT_MOUNT]
+    assert mount["readOnly"] is True
+    assert volumes[mount["name"]]["persistentVolumeClaim"] == {"claimName": "maddpg-checkpoints", "readOnly": True}
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+
+
+def test_the_checkpoint_claim_is_kept_and_can_be_an_existing_one():
+    claim = one(render(VALUE_SETS["pvc"]), "PersistentVolumeClaim", "checkpoints")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"] == "nfs"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    objects = render({"checkpoints": {"pvc": {"enabled": True, "existingClaim": "shared-ckpt",
+                                              "accessMode": "ReadWriteOnce"}}})
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert env_of(api_container(objects))["MADDPG_API_CHECKPOINT_PVC"]["value"] == "shared-ckpt"
+    assert not [o for o in render({}) if o["kind"] == "PersistentVolumeClaim"]
+
+
+def test_two_checkpoint_stores_are_refused():
+    with pytest.raises(Exception, match="choose one checkpoint store"):
+        render({"s3": S3, "checkpoints": {"pvc": {"enabled": True}}})
 
 
 def test_run_pods_image_and_service_account_follow_values():
@@ -434,6 +501,9 @@ def test_every_dashboard_file_becomes_a_sidecar_configmap(chart_with_dashboards)
     ({"redis": {"image": {"pullPolicy": "always"}}}, "/redis/image/pullPolicy"),
     ({"replicas": 2}, "'replicas'"),
     ({"s3": {"bukket": "x"}}, "'bukket'"),
+    ({"checkpoints": {"pvc": {"accessMode": "ReadWriteOncePod"}}}, "/checkpoints/pvc/accessMode"),
+    ({"runs": {"startDeadlineSeconds": 5}}, "/runs/startDeadlineSeconds"),
+    ({"runs": {"learnerBackoffLimit": -1}}, "/runs/learnerBackoffLimit"),
 ])
 def test_schema_rejects_bad_values_naming_the_field(values, field):
     with helm.Chart.load(CHART) as chart:
@@ -475,7 +545,8 @@ def test_notes_tell_how_to_reach_the_api():
     assert f"kubectl --namespace {NAMESPACE} port-forward svc/maddpg-api 8000:8000" in text
     assert "http://127.0.0.1:8000/docs" in text
     assert "curl -X POST http://127.0.0.1:8000/runs" in text
-    assert "S3 is off" in text
+    assert "The API REFUSES RUNS" in text and "checkpoints.pvc.enabled=true" in text
+    assert "claim maddpg-checkpoints (ReadWriteMany)" in notes(VALUE_SETS["pvc"])
     text = notes(VALUE_SETS["s3-token"])
     assert "authorization: Bearer $TOKEN" in text and "get secret api-token" in text
     assert "s3://maddpg-ckpt/team/a at http://minio.minio:9000" in text
