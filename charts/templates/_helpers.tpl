@@ -80,12 +80,37 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 
-{{/* REDIS_URL: redis.external.url, or the bundled Redis's Service. */}}
+{{/* "true" when Redis needs a password: the bundled one with redis.auth.enabled, or an external one with its
+Secret given. */}}
+{{- define "maddpg.redisAuth" -}}
+{{- if and .Values.redis.auth.enabled (or (not .Values.redis.external.url) .Values.redis.auth.existingSecret) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret with the Redis password. */}}
+{{- define "maddpg.redisSecretName" -}}
+{{- default (include "maddpg.redisName" .) .Values.redis.auth.existingSecret -}}
+{{- end -}}
+
+{{/* The env var REDIS_PASSWORD, from the Secret; list it before REDIS_URL, which refers to it. */}}
+{{- define "maddpg.redisPasswordEnv" -}}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "maddpg.redisSecretName" . }}
+      key: {{ .Values.redis.auth.secretKey }}
+{{- end -}}
+
+{{/* REDIS_URL: redis.external.url, or the bundled Redis's Service; with a password, $(REDIS_PASSWORD) in it,
+which Kubernetes replaces by the Secret's value in the container (`kubectl get -o yaml` shows no password). */}}
 {{- define "maddpg.redisUrl" -}}
-{{- if .Values.redis.external.url -}}
-{{- .Values.redis.external.url -}}
+{{- $url := .Values.redis.external.url | default (printf "redis://%s.%s.svc:6379/0" (include "maddpg.redisName" .) .Release.Namespace) -}}
+{{- if include "maddpg.redisAuth" . -}}
+{{- $scheme := regexFind "^rediss?://" $url -}}
+{{- printf "%s:$(REDIS_PASSWORD)@%s" $scheme (trimPrefix $scheme $url) -}}
 {{- else -}}
-{{- printf "redis://%s.%s.svc:6379/0" (include "maddpg.redisName" .) .Release.Namespace -}}
+{{- $url -}}
 {{- end -}}
 {{- end -}}
 
@@ -117,5 +142,11 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- define "maddpg.validate" -}}
 {{- if and .Values.s3.enabled .Values.checkpoints.pvc.enabled -}}
 {{- fail "s3.enabled and checkpoints.pvc.enabled are both set: choose one checkpoint store for the runs" -}}
+{{- end -}}
+{{- if regexMatch "^rediss?://[^/]*@" .Values.redis.external.url -}}
+{{- fail "redis.external.url holds credentials, a plain value: put the password in a Secret and name it in redis.auth.existingSecret" -}}
+{{- end -}}
+{{- if and .Values.redis.external.url .Values.redis.auth.enabled (not .Values.redis.auth.existingSecret) -}}
+{{- fail "redis.external.url needs its password: name its Secret in redis.auth.existingSecret (key redis.auth.secretKey), or set redis.auth.enabled=false for a Redis without one" -}}
 {{- end -}}
 {{- end -}}

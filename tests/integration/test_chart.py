@@ -5,6 +5,7 @@ values schema that names the bad field."""
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import os
@@ -42,7 +43,8 @@ S3 = {"enabled": True, "endpoint": "http://minio.minio:9000", "bucket": "maddpg-
       "existingSecret": "s3-creds"}
 VALUE_SETS = {
     "defaults": {},
-    "external-redis": {"redis": {"external": {"url": "redis://redis.shared:6379/2"}}},
+    "external-redis": {"redis": {"external": {"url": "redis://redis.shared:6379/2"},
+                                 "auth": {"existingSecret": "shared-redis", "secretKey": "password"}}},
     "monitoring": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
                                "podMonitor": {"enabled": True, "interval": "10s"}}},
     "s3-token": {"s3": S3, "api": {"token": {"existingSecret": "api-token", "key": "bearer"}}},
@@ -226,7 +228,7 @@ def test_api_env_defaults():
     assert env["MADDPG_API_RUNS_DIR"]["value"] == "/data/runs"
     assert env["MADDPG_API_RUN_SERVICE_ACCOUNT"]["value"] == "maddpg-run"
     assert env["MADDPG_LOG_FORMAT"]["value"] == "json"
-    assert env["REDIS_URL"]["value"] == "redis://maddpg-redis.ml.svc:6379/0"
+    assert env["REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@maddpg-redis.ml.svc:6379/0"
     assert env["MADDPG_API_LEARNER_BACKOFF_LIMIT"]["value"] == "3"
     assert env["MADDPG_API_START_DEADLINE_S"]["value"] == "600"
     assert env["MADDPG_API_JOB_TTL_S"]["value"] == "86400"
@@ -285,12 +287,13 @@ def _settings_from_env(monkeypatch, container: dict, secrets: dict[str, str] | N
 def test_api_settings_read_every_variable_the_chart_sets(monkeypatch):
     """The env the chart gives the API, fed to the API's own settings class: same names, values it accepts."""
     container = api_container(render(VALUE_SETS["s3-token"]))
-    settings, _ = _settings_from_env(monkeypatch, container, {"api-token/bearer": "the-token"})
+    settings, _ = _settings_from_env(monkeypatch, container, {"api-token/bearer": "the-token",
+                                                              "maddpg-redis/redis-password": "pw"})
     assert settings.launcher == "kubernetes" and settings.namespace == NAMESPACE
     assert settings.image == "maddpg:0.1.0" and settings.image_pull_policy == "IfNotPresent"
     assert settings.run_service_account == "maddpg-run"
     assert settings.runs_dir == Path("/data/runs")
-    assert settings.redis_url == "redis://maddpg-redis.ml.svc:6379/0"
+    assert settings.redis_url == "redis://:pw@maddpg-redis.ml.svc:6379/0"
     assert settings.checkpoint_uri == "s3://maddpg-ckpt/team/a"
     assert settings.s3_endpoint == "http://minio.minio:9000" and settings.s3_secret == "s3-creds"
     assert settings.token.get_secret_value() == "the-token"
@@ -303,12 +306,22 @@ def test_the_launcher_configuration_follows_the_values(monkeypatch):
     from services.api.launchers.objects import CHECKPOINT_MOUNT, ClusterConfig
 
     objects = render(VALUE_SETS["pvc"])
-    settings, new = _settings_from_env(monkeypatch, api_container(objects))
+    settings, new = _settings_from_env(monkeypatch, api_container(objects), {"maddpg-redis/redis-password": "pw"})
     config = ClusterConfig.from_settings(SimpleNamespace(**dict(settings), **new))
     claim = one(objects, "PersistentVolumeClaim", "checkpoints")
     assert config.checkpoint_pvc == claim["metadata"]["name"] == "maddpg-checkpoints" and not config.checkpoint_uri
     assert config.start_problem() is None and config.run_checkpoints("r1") == "file:///checkpoints/r1"
     assert config.image_pull_secrets == ("regcred", "mirror")
+    assert config.redis_password_secret == "maddpg-redis" and config.redis_password_key == "redis-password"
+    # The runs' pods get the password as the API does: from the Secret, never in the Job.
+    from maddpg.runspec import RunSpec
+    from services.api.launchers.objects import learner_job
+    from services.api.schemas import LEARNER_RESOURCES
+
+    run_env = {e["name"]: e for e in learner_job("r1", RunSpec(), config, LEARNER_RESOURCES)["spec"]["template"][
+        "spec"]["containers"][0]["env"]}
+    api_env = env_of(api_container(objects))
+    assert run_env["REDIS_URL"] == api_env["REDIS_URL"] and run_env["REDIS_PASSWORD"] == api_env["REDIS_PASSWORD"]
     assert (config.learner_backoff_limit, config.start_deadline_s, config.job_ttl_s) == (5, 300, 3600)
     # The API reads every run's folder where the learner pods write theirs.
     pod = one(objects, "Deployment", "api")["spec"]["template"]["spec"]
@@ -379,7 +392,8 @@ def test_bundled_redis_is_a_persistent_non_root_statefulset_behind_redis_url():
     statefulset = one(objects, "StatefulSet", "redis")
     pod = statefulset["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["args"][:3] == ["redis-server", "--appendonly", "yes"]
+    assert container["args"][:2] == ["sh", "-c"] and container["args"][2].startswith(
+        "exec redis-server - --appendonly yes --dir /data")  # PID 1, the password on stdin
     assert "redis-cli" in " ".join(container["livenessProbe"]["exec"]["command"])
     assert "ping" in " ".join(container["readinessProbe"]["exec"]["command"])
     assert pod["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["runAsNonRoot"] is True
@@ -394,7 +408,7 @@ def test_bundled_redis_is_a_persistent_non_root_statefulset_behind_redis_url():
                 and o["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"}
     assert services[statefulset["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
     url = env_of(api_container(objects))["REDIS_URL"]["value"]
-    host = re.fullmatch(r"redis://([^.:/]+)\.ml\.svc:6379/0", url).group(1)
+    host = re.fullmatch(r"redis://:\$\(REDIS_PASSWORD\)@([^.:/]+)\.ml\.svc:6379/0", url).group(1)
     assert services[host]["spec"]["ports"][0]["port"] == 6379
     assert services[host]["spec"]["selector"].items() <= statefulset["spec"]["template"]["metadata"]["labels"].items()
 
@@ -403,7 +417,47 @@ def test_external_redis_replaces_the_bundled_one():
     objects = render(VALUE_SETS["external-redis"])
     assert not [o for o in objects if o["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"]
     env = env_of(api_container(objects))
-    assert env["REDIS_URL"]["value"] == "redis://redis.shared:6379/2"
+    assert env["REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@redis.shared:6379/2"
+    assert env["REDIS_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "shared-redis", "key": "password"}}
+    assert env["MADDPG_API_REDIS_PASSWORD_SECRET"]["value"] == "shared-redis"
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    env = env_of(api_container(render({"redis": {"external": {"url": "rediss://r.example:6380/0"},
+                                                 "auth": {"enabled": False}}})))
+    assert env["REDIS_URL"]["value"] == "rediss://r.example:6380/0"
+    assert "REDIS_PASSWORD" not in env and "MADDPG_API_REDIS_PASSWORD_SECRET" not in env
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"redis": {"external": {"url": "redis://:hunter2@r:6379/0"}, "auth": {"existingSecret": "s"}}},
+     "holds credentials"),
+    ({"redis": {"external": {"url": "redis://r:6379/0"}}}, "needs its password"),
+])
+def test_a_redis_password_is_never_a_plain_value(values, message):
+    with pytest.raises(Exception, match=message):
+        render(values)
+
+
+def test_the_bundled_redis_password_is_a_generated_secret_the_api_and_redis_read():
+    objects = render({})
+    secret = one(objects, "Secret", "redis")
+    password = base64.b64decode(secret["data"]["redis-password"]).decode()
+    assert re.fullmatch("[A-Za-z0-9]{32}", password)
+    assert password not in json.dumps([o for o in objects if o["kind"] != "Secret"])
+    (redis,) = one(objects, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"]
+    ref = {"secretKeyRef": {"name": secret["metadata"]["name"], "key": "redis-password"}}
+    assert env_of(redis)["REDIS_PASSWORD"]["valueFrom"] == env_of(redis)["REDISCLI_AUTH"]["valueFrom"] == ref
+    assert 'requirepass "$REDIS_PASSWORD"' in redis["args"][2]
+    env = env_of(api_container(objects))
+    names = [e["name"] for e in api_container(objects)["env"]]
+    assert env["REDIS_PASSWORD"]["valueFrom"] == ref and names.index("REDIS_PASSWORD") < names.index("REDIS_URL")
+    assert env["MADDPG_API_REDIS_PASSWORD_SECRET"]["value"] == "maddpg-redis"
+    assert env["MADDPG_API_REDIS_PASSWORD_KEY"]["value"] == "redis-password"
+
+    objects = render({"redis": {"auth": {"enabled": False}}})
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    (redis,) = one(objects, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"]
+    assert redis["args"][:3] == ["redis-server", "--appendonly", "yes"] and "env" not in redis
+    assert env_of(api_container(objects))["REDIS_URL"]["value"] == "redis://maddpg-redis.ml.svc:6379/0"
 
 
 # ---------------------------------------------------------------- Prometheus Operator objects (checked by hand)
