@@ -150,3 +150,27 @@ which Kubernetes replaces by the Secret's value in the container (`kubectl get -
 {{- fail "redis.external.url needs its password: name its Secret in redis.auth.existingSecret (key redis.auth.secretKey), or set redis.auth.enabled=false for a Redis without one" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Labels of the pods of every run the API starts (services/api/launchers/objects.py labels()). */}}
+{{- define "maddpg.runPodLabels" -}}
+app.kubernetes.io/managed-by: maddpg-api
+app.kubernetes.io/part-of: maddpg
+{{- end -}}
+
+{{/* The labels of the Prometheus pods, as JSON: networkPolicy.metrics.podLabels, or the Operator's. */}}
+{{- define "maddpg.prometheusPodLabels" -}}
+{{- .Values.networkPolicy.metrics.podLabels | default (dict "app.kubernetes.io/name" "prometheus") | toJson -}}
+{{- end -}}
+
+{{/* The Prometheus pods, as a NetworkPolicy peer (the same the API puts in each run's policy). */}}
+{{- define "maddpg.prometheusPeer" -}}
+namespaceSelector:
+  {{- with .Values.networkPolicy.metrics.namespaceLabels }}
+  matchLabels:
+    {{- toYaml . | nindent 4 }}
+  {{- else }} {}
+  {{- end }}
+podSelector:
+  matchLabels:
+    {{- include "maddpg.prometheusPodLabels" . | fromJson | toYaml | nindent 4 }}
+{{- end -}}

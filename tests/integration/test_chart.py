@@ -460,6 +460,75 @@ def test_the_bundled_redis_password_is_a_generated_secret_the_api_and_redis_read
     assert env_of(api_container(objects))["REDIS_URL"]["value"] == "redis://maddpg-redis.ml.svc:6379/0"
 
 
+# ---------------------------------------------------------------- NetworkPolicies
+def _selects(selector: dict, pod_labels: dict) -> bool:
+    return selector.get("matchLabels", {}).items() <= pod_labels.items()
+
+
+def _policies_of(objects: list[dict], pod_labels: dict) -> list[dict]:
+    return [o for o in objects if o["kind"] == "NetworkPolicy" and _selects(o["spec"]["podSelector"], pod_labels)]
+
+
+def test_network_policies_let_only_the_api_and_runs_reach_redis_and_prometheus_reach_metrics(monkeypatch):
+    from types import SimpleNamespace
+
+    from maddpg.runspec import RunSpec
+    from services.api.launchers.objects import (ClusterConfig, explorer_job, labels, learner_job,
+                                                learner_network_policy, owner_reference)
+    from services.api.schemas import EXPLORER_RESOURCES, LEARNER_RESOURCES
+
+    values = {"networkPolicy": {"metrics": {"namespaceLabels": {"kubernetes.io/metadata.name": "monitoring"}}}}
+    objects = render(values)
+    api_pod = one(objects, "Deployment", "api")["spec"]["template"]["metadata"]["labels"]
+    redis_pod = one(objects, "StatefulSet", "redis")["spec"]["template"]["metadata"]["labels"]
+    learner_pod, explorer_pod = labels("r1", "learner"), labels("r1", "explorer")  # what the launcher makes
+
+    (redis_policy,) = _policies_of(objects, redis_pod)
+    (rule,) = redis_policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    for client in (api_pod, learner_pod, explorer_pod):
+        assert any(_selects(peer["podSelector"], client) for peer in rule["from"])
+    assert not any(_selects(peer["podSelector"], {"app": "intruder"}) for peer in rule["from"])
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # this namespace only
+
+    (api_policy,) = _policies_of(objects, api_pod)
+    assert api_policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+    # The runs' pods: metrics from Prometheus (chart), and a learner's ZeroMQ port from its explorers (per run,
+    # made by the launcher with the labels the chart gives it).
+    (runs_policy,) = _policies_of(objects, explorer_pod)
+    assert _policies_of(objects, learner_pod) == [runs_policy]
+    (metrics,) = runs_policy["spec"]["ingress"]
+    assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    settings, new = _settings_from_env(monkeypatch, api_container(objects), {"maddpg-redis/redis-password": "pw"})
+    config = ClusterConfig.from_settings(SimpleNamespace(**dict(settings), **new))
+    run_policy = learner_network_policy("r1", config, owner_reference("maddpg-r1-learner", "u"))
+    assert run_policy["spec"]["ingress"][1]["from"] == metrics["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    spec = RunSpec()
+    for job in (learner_job("r1", spec, config, LEARNER_RESOURCES),
+                explorer_job("r1", spec, config, EXPLORER_RESOURCES, owner_reference("maddpg-r1-learner", "u"))):
+        assert job["spec"]["template"]["metadata"]["labels"] in (learner_pod, explorer_pod)
+    # The API and Redis pods are no run pods.
+    assert not _selects(runs_policy["spec"]["podSelector"], api_pod)
+    assert not _selects(runs_policy["spec"]["podSelector"], redis_pod)
+
+
+def test_network_policies_are_optional_and_follow_the_bundled_redis():
+    assert not [o for o in render({"networkPolicy": {"enabled": False}}) if o["kind"] == "NetworkPolicy"]
+    names = sorted(o["metadata"]["name"] for o in render(VALUE_SETS["external-redis"]) if o["kind"] == "NetworkPolicy")
+    assert names == ["maddpg-api", "maddpg-runs"]
+    env = env_of(api_container(render({})))
+    assert json.loads(env["MADDPG_API_METRICS_NAMESPACE_LABELS"]["value"]) == {}
+    assert json.loads(env["MADDPG_API_METRICS_POD_LABELS"]["value"]) == {"app.kubernetes.io/name": "prometheus"}
+    objects = render({"networkPolicy": {"metrics": {"podLabels": {"app": "prom"}}}})  # replaces the default
+    assert json.loads(env_of(api_container(objects))["MADDPG_API_METRICS_POD_LABELS"]["value"]) == {"app": "prom"}
+    (runs_policy,) = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "maddpg-runs"]
+    assert runs_policy["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {},
+                                                         "podSelector": {"matchLabels": {"app": "prom"}}}]
+
+
 # ---------------------------------------------------------------- Prometheus Operator objects (checked by hand)
 def test_monitors_only_when_enabled():
     assert not [o for o in render({}) if o["apiVersion"] == MONITORING]
