@@ -174,3 +174,17 @@ podSelector:
   matchLabels:
     {{- include "maddpg.prometheusPodLabels" . | fromJson | toYaml | nindent 4 }}
 {{- end -}}
+
+{{/* The API container's resources: api.resources, or with launcher=local (its runs inside the pod) the
+api.localRuns.resources the user must size; a default run alone would exceed api.resources. */}}
+{{- define "maddpg.apiResources" -}}
+{{- if eq .Values.launcher "local" -}}
+{{- $r := .Values.api.localRuns.resources -}}
+{{- if not (and (dig "requests" "cpu" "" $r) (dig "requests" "memory" "" $r) (dig "limits" "cpu" "" $r) (dig "limits" "memory" "" $r)) -}}
+{{- fail "launcher=local runs every run inside the API pod, and one default-size run (about 1.5 CPU, 2.5Gi; up to 3 CPU, 5Gi) already exceeds api.resources: set api.localRuns.resources (cpu and memory, requests and limits) for the runs you start at once, or use launcher=kubernetes" -}}
+{{- end -}}
+{{- toYaml $r -}}
+{{- else -}}
+{{- toYaml .Values.api.resources -}}
+{{- end -}}
+{{- end -}}

@@ -48,7 +48,8 @@ VALUE_SETS = {
     "monitoring": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
                                "podMonitor": {"enabled": True, "interval": "10s"}}},
     "s3-token": {"s3": S3, "api": {"token": {"existingSecret": "api-token", "key": "bearer"}}},
-    "launcher-local": {"launcher": "local"},
+    "launcher-local": {"launcher": "local", "api": {"localRuns": {"resources": {
+        "requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "8", "memory": "16Gi"}}}}},
     "pvc": {"checkpoints": {"pvc": {"enabled": True, "storageClass": "nfs", "size": "50Gi"}},
             "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}],
             "runs": {"learnerBackoffLimit": 5, "startDeadlineSeconds": 300, "jobTtlSeconds": 3600}},
@@ -375,6 +376,21 @@ def test_role_allows_exactly_what_the_kubernetes_launcher_needs():
     assert pod["automountServiceAccountToken"] is True
     assert one(objects, "ServiceAccount", "api")["metadata"]["name"] == pod["serviceAccountName"]
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+@pytest.mark.parametrize("resources", [{}, {"requests": {"cpu": "4", "memory": "8Gi"}},
+                                       {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "8"}}])
+def test_local_launcher_needs_resources_sized_for_its_runs(resources):
+    """A default run alone exceeds the API's 1 CPU / 1Gi: launcher=local needs resources meant for runs."""
+    with pytest.raises(Exception, match="set api.localRuns.resources"):
+        render({"launcher": "local", "api": {"localRuns": {"resources": resources}}})
+
+
+def test_local_runs_resources_replace_the_api_resources():
+    container = api_container(render(VALUE_SETS["launcher-local"]))
+    assert container["resources"] == VALUE_SETS["launcher-local"]["api"]["localRuns"]["resources"]
+    container = api_container(render({"api": {"localRuns": {"resources": {"limits": {"cpu": "64"}}}}}))
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}  # kubernetes: api.resources
 
 
 def test_local_launcher_gets_no_kubernetes_access():
