@@ -85,9 +85,12 @@ class ClusterConfig:
     def from_settings(cls, settings: ApiSettings) -> ClusterConfig:
         assert settings.image, "ApiSettings checks that the kubernetes launcher has an image"
         new = {name: getattr(settings, name, default) for name, default in NEW_SETTINGS.items()}
+        pull_secrets = new["image_pull_secrets"]
+        if isinstance(pull_secrets, str):  # "a,b" rather than a list
+            pull_secrets = [name.strip() for name in pull_secrets.split(",") if name.strip()]
         return cls(settings.namespace, settings.image, settings.image_pull_policy, settings.checkpoint_uri,
                    new["checkpoint_pvc"], CHECKPOINT_MOUNT, settings.s3_endpoint, settings.s3_secret,
-                   settings.run_service_account, tuple(new["image_pull_secrets"]), settings.redis_url,
+                   settings.run_service_account, tuple(pull_secrets), settings.redis_url,
                    new["redis_password_secret"], new["redis_password_key"], settings.stop_timeout_s,
                    int(new["learner_backoff_limit"]), int(new["job_ttl_s"]), float(new["start_deadline_s"]),
                    dict(new["metrics_namespace_labels"]), dict(new["metrics_pod_labels"]))
@@ -243,7 +246,9 @@ def learner_job(run_id: str, spec: RunSpec, config: ClusterConfig, resources: Re
     if config.s3_secret:  # optional: a missing Secret fails the learner's first store check, with a clear log
         container["envFrom"] = [{"secretRef": {"name": config.s3_secret, "optional": True}}]
     pod = _pod(run_id, "learner", container, config, grace_s=math.ceil(config.stop_timeout_s), volumes=tuple(volumes))
-    # onPodConditions: [] is no condition (the API server checks its length); Kubernetes 1.25's schema requires it.
+    # With a podFailurePolicy the Job makes a new pod only once the old one has terminated (podReplacementPolicy
+    # Failed): two learners never write one checkpoint store. onPodConditions: [] is no condition (the API
+    # server checks its length); Kubernetes 1.25's schema requires the field.
     failure_policy = {"rules": [
         {"action": "FailJob", "onExitCodes": {"containerName": "learner", "operator": "In",
                                               "values": [USER_ERROR_EXIT_CODE]}, "onPodConditions": []},

@@ -319,3 +319,5 @@ def test_the_configuration_comes_from_the_settings_with_defaults_for_settings_no
             config.start_deadline_s, config.redis_password_secret, config.redis_password_key,
             config.metrics_namespace_labels, config.metrics_pod_labels) == (
         "c", ("regcred",), 1, 60, 90.0, "r", "k", {"a": "b"}, {"c": "d"})
+    listed = SimpleNamespace(**{**dict(settings), "image_pull_secrets": "regcred, mirror"})
+    assert ClusterConfig.from_settings(listed).image_pull_secrets == ("regcred", "mirror")
