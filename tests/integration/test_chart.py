@@ -266,7 +266,8 @@ def _settings_from_env(monkeypatch, container: dict, secrets: dict[str, str] | N
     values, new = {}, {}
     for var in container["env"]:
         if "value" in var:
-            value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: values.get(m.group(1), m.group(0)), var["value"])
+            value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: values.get(m.group(1), m.group(0)),
+                           var["value"])
         elif "fieldRef" in var["valueFrom"]:
             value = NAMESPACE
         else:

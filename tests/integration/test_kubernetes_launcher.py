@@ -290,10 +290,10 @@ def test_pods_that_cannot_start_fail_their_run_after_the_deadline(emulator, ends
                                "message": 'Back-off pulling image "ghcr.io/org/maddpg:0.1.0"'}}
         core.create_namespaced_pod(NS, _pending(jobs["maddpg-pull-learner"], "maddpg-pull-learner-x", 120,
                                                 containerStatuses=[_container("learner", waiting)]))
+        unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                         "message": "0/3 nodes are available: 3 Insufficient cpu."}
         core.create_namespaced_pod(NS, _pending(jobs["maddpg-sched-explorers"], "maddpg-sched-explorers-x", 300,
-                                                conditions=[{"type": "PodScheduled", "status": "False",
-                                                             "reason": "Unschedulable",
-                                                             "message": "0/3 nodes are available: 3 Insufficient cpu."}]))
+                                                conditions=[unschedulable]))
         config_error = {"waiting": {"reason": "CreateContainerConfigError",
                                     "message": 'secret "maddpg-redis" not found'}}
         core.create_namespaced_pod(NS, _pending(jobs["maddpg-config-learner"], "maddpg-config-learner-x", 31,
@@ -416,6 +416,15 @@ def test_resume_refuses_a_run_whose_learner_job_is_still_active(emulator, ends, 
         assert emulator.requests("DELETE") == [(f"/apis/batch/v1/namespaces/{NS}/jobs/maddpg-r1-learner", {})]
     finally:
         second.close()
+
+
+def test_resume_never_deletes_a_job_of_the_same_name_that_is_not_the_runs(emulator, launcher, tmp_path):
+    squatter = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "maddpg-r1-learner", "namespace": NS},
+                "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    emulator.clients()[0].create_namespaced_job(NS, squatter)
+    with pytest.raises(LaunchError, match="not its learner Job"):
+        launcher.resume(_record("r1", "failed"), SPEC)
+    assert emulator.requests("DELETE") == [] and "maddpg-r1-learner" in emulator.live(JOBS, NS)
 
 
 def test_resume_of_a_stopped_run_whose_objects_are_gone_is_a_start(emulator, launcher, ends, tmp_path):

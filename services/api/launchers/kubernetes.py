@@ -28,7 +28,7 @@ from maddpg.runspec import RunSpec
 from maddpg.transport.security import RunKey
 from services.api.launchers import Launched, LaunchError, OnExit, PodOptions
 from services.api.launchers.kube_status import StartDeadline, failed_condition, outcome
-from services.api.launchers.objects import (ZMQ_PORT, ClusterConfig, RunNames, explorer_job,
+from services.api.launchers.objects import (RUN_ID_LABEL, ZMQ_PORT, ClusterConfig, RunNames, explorer_job,
                                             learner_job, learner_network_policy, learner_service, owner_reference,
                                             run_key_secret, run_selector)
 from services.api.registry import RegistryError, RunRecord
@@ -176,6 +176,9 @@ class KubernetesLauncher:
             if record.id in self._watched:
                 raise LaunchError(f"run {record.id} is still {'stopping' if self._watched[record.id] else 'running'}")
         job = self._read_job(names.learner)
+        if job is not None and (job.metadata.labels or {}).get(RUN_ID_LABEL) != record.id:
+            raise LaunchError(f"cannot resume run {record.id}: the Job {names.learner} is not its learner Job "
+                              f"(no {RUN_ID_LABEL}={record.id} label); remove it or choose another id")
         if job is not None and (job.metadata.deletion_timestamp or outcome(job, False, names, self._cluster) is None):
             state = "being deleted (a stop)" if job.metadata.deletion_timestamp else "active"
             raise LaunchError(f"cannot resume run {record.id}: its learner Job {names.learner} is still {state}")
