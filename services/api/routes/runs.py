@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 
 from maddpg.runfolder import SPEC
 from maddpg.runspec import RunSpec
@@ -28,8 +29,17 @@ def _time(t: float) -> datetime:
     return datetime.fromtimestamp(t, tz=timezone.utc)
 
 
+def _spec(stored: dict) -> RunSpec:
+    """A registered run's spec; one registered under looser bounds is shown as stored rather than failing every
+    listing that includes it."""
+    try:
+        return RunSpec.model_validate(stored)
+    except ValidationError:
+        return RunSpec.model_construct(**stored)
+
+
 def _out(record: RunRecord, progress: dict) -> RunOut:
-    return RunOut(id=record.id, status=record.status, spec=RunSpec.model_validate(record.spec),
+    return RunOut(id=record.id, status=record.status, spec=_spec(record.spec),
                   progress=Progress(**progress), endpoints=record.endpoints,
                   pids=record.pids, run_dir=record.run_dir, created=_time(record.created),
                   updated=_time(record.updated), reason=record.reason)

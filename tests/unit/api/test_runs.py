@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.api.main import create_app
+from services.api.registry import RunRecord
 from services.api.settings import ApiSettings
 from tests.unit.api.conftest import FakeLauncher
 
@@ -40,6 +41,35 @@ def _fields(response) -> set[str]:
 ])
 def test_a_bad_spec_is_422_naming_the_field(client, launcher, body, field):
     assert field in _fields(client.post("/runs", json={**SMALL, **body}))
+    assert launcher.started == []
+
+
+@pytest.mark.parametrize("members, where", [
+    ('"lr": Infinity', ["body", "lr"]),
+    ('"gamma": NaN', ["body", "gamma"]),
+    ('"exploration_sigma": -Infinity', ["body", "exploration_sigma"]),
+    ('"scenario": "simple_spread", "env_kwargs": {"local_ratio": NaN}', ["body", "env_kwargs", "local_ratio", "float"]),
+])
+def test_non_finite_numbers_are_422_naming_the_field(client, launcher, members, where):
+    """Python's JSON reader takes Infinity and NaN: they must be refused, and echoed without breaking JSON."""
+    response = client.post("/runs", content='{"explorers": 1, ' + members + "}",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert where in [item["loc"] for item in response.json()["detail"]]
+    assert launcher.started == [] and client.get("/runs").json()["total"] == 0
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"scenario": "simple_spread", "env_kwargs": {"N": 100_000}}, "N must lie in [1, 100]"),
+    ({"scenario": "simple_spread", "env_kwargs": {"N": -1}}, "N must lie in [1, 100]"),
+    ({"scenario": "simple_spread", "env_kwargs": {"N": 1.5}}, "N is a count"),
+    ({"scenario": "simple_spread", "env_kwargs": {"terminate_on_success": 0}}, "is a boolean"),
+    ({"exp_name": "x" * 129}, "exp_name"),
+    ({"replay_size": 10**15}, "replay_size"),
+])
+def test_out_of_range_sizes_and_strings_are_422(client, launcher, body, words):
+    response = client.post("/runs", json={**SMALL, **body})
+    assert response.status_code == 422 and words in response.text
     assert launcher.started == []
 
 
@@ -163,6 +193,25 @@ def test_rewards_series_from_the_csv(client, settings):
                        "per_agent": {"agent_0": [-3.5, -2.5]}}
     progress = client.get("/runs/rw").json()["progress"]
     assert progress["episodes"] == 2 and progress["updates"] == 1 and progress["mean_reward_last_100"] == -3.0
+
+
+def test_a_diverged_runs_rewards_are_null_not_a_broken_document(client, settings):
+    client.post("/runs", json={**SMALL, "run_id": "nan"})
+    folder = settings.runs_dir / "nan"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rewards.csv").write_text("episode,env_steps,updates,wall_time_s,length,reward,reward_agent_0\n"
+                                        "1,25,0,0.5,25,-3.5,-3.5\n2,50,1,1.0,25,nan,inf\n")
+    rewards = client.get("/runs/nan/rewards").json()
+    assert rewards["reward"] == [-3.5, None] and rewards["per_agent"] == {"agent_0": [-3.5, None]}
+    assert client.get("/runs/nan").json()["progress"]["mean_reward_last_100"] is None
+
+
+def test_a_run_registered_under_looser_bounds_is_still_listed(client, registry):
+    registry.add(RunRecord(id="old", status="finished", run_dir="", spec={
+        "scenario": "simple_spread", "env_kwargs": {"N": -1, "local_ratio": float("nan")}, "replay_size": 10**15}))
+    listed = client.get("/runs")
+    assert listed.status_code == 200 and listed.json()["items"][0]["spec"]["replay_size"] == 10**15
+    assert client.get("/runs/old").json()["spec"]["env_kwargs"] == {"N": -1, "local_ratio": None}
 
 
 def test_progress_of_a_long_csv_reads_its_tail(client, settings):
