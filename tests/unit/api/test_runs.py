@@ -35,7 +35,7 @@ def _fields(response) -> set[str]:
     ({"explorer_resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": 2}}},
      "memory"),
     ({"explorer_resources": {"requests": {"cpu": "0", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}},
-     "requests"),  # "cpu must be above 0"
+     "cpu"),  # the pattern excludes zero
     ({"learner_resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"},
                             "gpu": 1}}, "gpu"),
 ])
