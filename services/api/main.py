@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from services.api.body_limit import BodyLimitMiddleware
 from services.api.launchers import Launcher, make_launcher, reconcile
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.progress import ProgressReader
@@ -69,7 +70,8 @@ def create_app(settings: ApiSettings | None = None, *, registry: Registry | None
     app.state.settings, app.state.registry, app.state.launcher = settings, registry, launcher
     app.state.metrics = ApiMetrics()
     app.state.progress = ProgressReader({"endpoint_url": settings.s3_endpoint} if settings.s3_endpoint else None)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: it counts the 413s too
     app.include_router(runs.router)
     app.include_router(health.router)
     app.add_exception_handler(StarletteHTTPException, _http_error)

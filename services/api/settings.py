@@ -39,6 +39,8 @@ class ApiSettings(BaseSettings):
     max_explorers: int = Field(8, ge=1, le=64, description="most explorers one run may ask for")
     max_envs_per_explorer: int = Field(
         256, ge=1, le=4096, description="most env copies per explorer one run may ask for")
+    max_body_bytes: int = Field(
+        65_536, ge=1024, le=16 * 2**20, description="largest request body taken; a larger one is refused with 413")
     token: SecretStr | None = Field(None, description="bearer token required on mutating routes (MADDPG_API_TOKEN)")
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("REDIS_URL", "MADDPG_API_REDIS_URL"), pattern=r"^rediss?://",

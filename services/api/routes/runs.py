@@ -78,6 +78,7 @@ def _get(registry, run_id: str) -> RunRecord:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut, dependencies=[Authorized],
              responses={**_AUTH, 400: {"description": "the body is not JSON"},
+                        413: {"description": "the body is above MADDPG_API_MAX_BODY_BYTES"},
                         409: {"description": "a run with this id exists"},
                         503: {"description": "the launcher could not start the run"}})
 async def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep,
