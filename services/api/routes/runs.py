@@ -15,7 +15,9 @@ from maddpg.runfolder import SPEC
 from maddpg.runspec import RunSpec
 from services.api.deps import Authorized, LauncherDep, ProgressDep, RegistryDep, SettingsDep
 from services.api.launchers import LaunchError, PodOptions, reconcile
+from services.api.admission import memory_problem
 from services.api.progress import read_rewards
+from services.api.quantities import quantity
 from services.api.registry import DuplicateRunError, RunRecord
 from services.api.schemas import Progress, Rewards, RunCreate, RunOut, RunPage, RunStatus
 
@@ -69,6 +71,22 @@ def _check_limits(body: RunCreate, settings) -> None:
                                  f"this API runs local processes", body.model_dump(mode="json", include={name})[name])
 
 
+def _check_memory(body: RunCreate, spec: RunSpec, settings) -> None:
+    """422 naming the field to lower when the run's learner would not fit in its memory limit: the API's, or the
+    learner pod's when lower."""
+    limit, name = settings.max_run_memory_bytes, "MADDPG_API_MAX_RUN_MEMORY"
+    pod_limit = int(quantity(body.learner_resources.limits.memory))
+    if settings.launcher == "kubernetes" and pod_limit < limit:
+        limit, name = pod_limit, "learner_resources.limits.memory"
+    try:
+        problem = memory_problem(spec, limit, name)
+    except ValueError as e:
+        raise _field_error("env_kwargs", f"{spec.scenario} refuses these keyword arguments: {e}",
+                           spec.env_kwargs) from None
+    if problem is not None:
+        raise _field_error(problem[0], problem[1], getattr(spec, problem[0]))
+
+
 def _get(registry, run_id: str) -> RunRecord:
     record = registry.get(run_id)
     if record is None:
@@ -86,8 +104,9 @@ async def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryD
     """Starts a learner and `explorers` explorers for the run spec (local processes, or Kubernetes Jobs with the
     kubernetes launcher); answers with the new run."""
     _check_limits(body, settings)
-    run_id = body.run_id or f"run-{uuid.uuid4().hex[:12]}"
     spec = body.spec()
+    _check_memory(body, spec, settings)
+    run_id = body.run_id or f"run-{uuid.uuid4().hex[:12]}"
     run_dir = settings.runs_dir / run_id
     if (run_dir / SPEC).exists():
         raise HTTPException(status.HTTP_409_CONFLICT, f"run folder {run_dir} already holds a run")
