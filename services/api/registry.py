@@ -7,6 +7,8 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +35,14 @@ CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created);
 
 class DuplicateRunError(Exception):
     """A run with this id is already registered."""
+
+
+class TooManyRunsError(Exception):
+    """Adding the run, or making it active again, would put more than `limit` runs in ACTIVE."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"{limit} runs are active already")
+        self.limit = limit
 
 
 class RegistryError(Exception):
@@ -64,8 +74,9 @@ class Registry(Protocol):
     """Where runs are recorded. Call order: `add` a run, `update` it as it changes, `get`/`list` it, `active` to
     reconcile, `ping` for readiness, `close` at shutdown. Every method may raise RegistryError."""
 
-    def add(self, record: RunRecord) -> RunRecord:
-        """Registers a new run (sets its created and updated times). Raises DuplicateRunError if its id is taken."""
+    def add(self, record: RunRecord, max_active: int | None = None) -> RunRecord:
+        """Registers a new run (sets its created and updated times). Raises DuplicateRunError if its id is taken,
+        TooManyRunsError if it is active and `max_active` runs are active already (counted and added atomically)."""
 
     def get(self, run_id: str) -> RunRecord | None: ...
 
@@ -75,9 +86,11 @@ class Registry(Protocol):
     def active(self) -> list[RunRecord]:
         """Runs that should have live processes (running or stopping)."""
 
-    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, **fields) -> bool:
+    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, max_active: int | None = None,
+               **fields) -> bool:
         """Sets fields of a run (any of UPDATABLE); with `only_from`, only if its status is one of those, checked
-        and set atomically. Returns whether the run changed."""
+        and set atomically. Returns whether the run changed. With `max_active`, a change to an ACTIVE status
+        raises TooManyRunsError (and changes nothing) when it would leave more than `max_active` runs active."""
 
     def ping(self) -> None:
         """Raises RegistryError unless the registry answers."""
@@ -113,16 +126,39 @@ class SqliteRegistry:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
 
-    def add(self, record: RunRecord) -> RunRecord:
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """An IMMEDIATE transaction (the write lock, also against other processes on the file) under the lock:
+        a count and the write it guards see one state."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _check_room(self, max_active: int) -> None:
+        """Inside a transaction that just made a run active: raises TooManyRunsError (rolling it back) when that
+        made more than `max_active`."""
+        active = self._db.execute(f"SELECT COUNT(*) FROM runs WHERE status IN ({', '.join('?' * len(ACTIVE))})",
+                                  ACTIVE).fetchone()[0]
+        if active > max_active:
+            raise TooManyRunsError(max_active)
+
+    def add(self, record: RunRecord, max_active: int | None = None) -> RunRecord:
         now = time.time()
         record.created = record.updated = now
         try:
-            with self._lock:
+            with self._transaction():
                 self._db.execute(
                     "INSERT INTO runs (id, status, spec, run_dir, pids, endpoints, reason, created, updated) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (record.id, record.status, json.dumps(record.spec), record.run_dir, json.dumps(record.pids),
                      json.dumps(record.endpoints), record.reason, now, now))
+                if max_active is not None and record.status in ACTIVE:
+                    self._check_room(max_active)
         except sqlite3.IntegrityError:
             raise DuplicateRunError(record.id) from None
         return record
@@ -145,7 +181,8 @@ class SqliteRegistry:
             rows = self._db.execute("SELECT * FROM runs WHERE status IN (?, ?)", ACTIVE).fetchall()
         return [_record(r) for r in rows]
 
-    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, **fields) -> bool:
+    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, max_active: int | None = None,
+               **fields) -> bool:
         check_update(fields)
         values = {k: json.dumps(v) if k in ("pids", "endpoints") else v for k, v in fields.items()}
         sets = ", ".join(f"{k} = ?" for k in values) + ", updated = ?"
@@ -154,6 +191,12 @@ class SqliteRegistry:
         if only_from:
             where += f" AND status IN ({', '.join('?' * len(only_from))})"
             args.extend(only_from)
+        if max_active is not None and fields.get("status") in ACTIVE:
+            with self._transaction():
+                changed = self._db.execute(f"UPDATE runs SET {sets} WHERE {where}", args).rowcount > 0
+                if changed:
+                    self._check_room(max_active)
+            return changed
         with self._lock:
             return self._db.execute(f"UPDATE runs SET {sets} WHERE {where}", args).rowcount > 0
 

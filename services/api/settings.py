@@ -41,6 +41,9 @@ class ApiSettings(BaseSettings):
     max_explorers: int = Field(8, ge=1, le=64, description="most explorers one run may ask for")
     max_envs_per_explorer: int = Field(
         256, ge=1, le=4096, description="most env copies per explorer one run may ask for")
+    max_active_runs: int | None = Field(
+        None, ge=1, le=10_000, description="most runs running or stopping at once (more are refused with 429); "
+                                           "default: 4 with the local launcher, 64 with kubernetes")
     max_run_memory: str = Field(
         "4Gi", pattern=MEMORY_PATTERN,
         description="most memory one run's learner may need by the API's estimate (replay buffer, update, networks); "
@@ -79,6 +82,13 @@ class ApiSettings(BaseSettings):
             raise ValueError("MADDPG_API_IMAGE is required with MADDPG_API_LAUNCHER=kubernetes: the image of the "
                              "runs' learner and explorer pods, e.g. ghcr.io/ORG/maddpg:0.1.0")
         return self
+
+    @property
+    def active_run_cap(self) -> int:
+        """max_active_runs, or the launcher's default: local runs share this host's cores."""
+        if self.max_active_runs is not None:
+            return self.max_active_runs
+        return 64 if self.launcher == "kubernetes" else 4
 
     @property
     def max_run_memory_bytes(self) -> int:

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from services.api.main import create_app
 from services.api.redis_registry import RedisRegistry
-from services.api.registry import DuplicateRunError, RegistryError, RunRecord, SqliteRegistry, make_registry
+from services.api.registry import (DuplicateRunError, RegistryError, RunRecord, SqliteRegistry, TooManyRunsError,
+                                   make_registry)
 from services.api.settings import ApiSettings
 from tests.integration.redis_server import RedisServer
 from tests.unit.api.conftest import FakeLauncher
@@ -97,6 +98,58 @@ def test_racing_status_changes_have_one_winner(registry):
     record = registry.get("race")
     assert record.reason == f"thread {wins[0]}" and record.status == ("failed" if wins[0] % 2 else "stopping")
     assert sum(registry.list(s)[1] for s in ("running", "stopping", "failed")) == 1  # in exactly one status set
+
+
+def test_racing_adds_never_pass_the_cap(registry):
+    registry.add(_run("done", "finished"))
+    registry.add(_run("old", "stopping"))
+    added, refused, start = [], [], threading.Barrier(12)
+
+    def attempt(k: int) -> None:
+        start.wait()
+        try:
+            added.append(registry.add(_run(f"race-{k}"), max_active=4).id)
+        except TooManyRunsError as e:
+            refused.append(e.limit)
+
+    threads = [threading.Thread(target=attempt, args=(k,)) for k in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(added) == 3 and refused == [4] * 9  # "old" is stopping: it still counts
+    assert len(registry.active()) == 4 and registry.list()[1] == 5
+    with pytest.raises(TooManyRunsError):
+        registry.add(_run("more"), max_active=4)
+    assert registry.add(_run("ended", "failed"), max_active=4).id == "ended"  # not active: never capped
+
+
+def test_making_a_run_active_again_is_capped_atomically(registry):
+    registry.add(_run("a", "stopped"))
+    registry.add(_run("b", "failed"))
+    registry.add(_run("c"))
+    wins, refusals, start = [], [], threading.Barrier(2)
+
+    def resume(run_id: str) -> None:
+        start.wait()
+        try:
+            if registry.update(run_id, only_from=("stopped", "failed"), max_active=2, status="running"):
+                wins.append(run_id)
+        except TooManyRunsError:
+            refusals.append(run_id)
+
+    threads = [threading.Thread(target=resume, args=(r,)) for r in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(refusals) == 1 and len(registry.active()) == 2
+    loser = refusals[0]
+    assert registry.get(loser).status in ("stopped", "failed")  # unchanged
+    assert registry.list(registry.get(loser).status)[1] == 1  # and still in its status set
+    assert not registry.update(wins[0], only_from=("stopped", "failed"), max_active=2, status="running")
+    assert registry.update("c", max_active=2, status="stopping")  # within ACTIVE: the count stays
+    assert registry.update(loser, only_from=("stopped", "failed"), max_active=3, status="running")
 
 
 def test_a_thousand_runs(registry):

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from maddpg.runfolder import SPEC
@@ -18,13 +17,16 @@ from services.api.launchers import LaunchError, PodOptions, reconcile
 from services.api.admission import memory_problem
 from services.api.progress import read_rewards
 from services.api.quantities import quantity
-from services.api.registry import DuplicateRunError, RunRecord
+from services.api.registry import DuplicateRunError, RunRecord, TooManyRunsError
 from services.api.schemas import Progress, Rewards, RunCreate, RunOut, RunPage, RunStatus
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 _NOT_FOUND = {404: {"description": "no run with this id"}}
 _AUTH = {401: {"description": "a bearer token is configured and the request lacks it"}}
+_TOO_MANY = {429: {"description": "MADDPG_API_MAX_ACTIVE_RUNS runs are running or stopping; Retry-After says when "
+                                  "to ask again"}}
+RETRY_AFTER_S = 30  # a stopping run ends within the stop timeout; most end much sooner
 
 
 def _time(t: float) -> datetime:
@@ -87,6 +89,13 @@ def _check_memory(body: RunCreate, spec: RunSpec, settings) -> None:
         raise _field_error(problem[0], problem[1], getattr(spec, problem[0]))
 
 
+def _too_many(e: TooManyRunsError) -> HTTPException:
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                         f"{e.limit} runs are running or stopping, the most this API runs at once "
+                         f"(MADDPG_API_MAX_ACTIVE_RUNS): stop one, or try again once one has ended",
+                         headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def _get(registry, run_id: str) -> RunRecord:
     record = registry.get(run_id)
     if record is None:
@@ -97,12 +106,15 @@ def _get(registry, run_id: str) -> RunRecord:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut, dependencies=[Authorized],
              responses={**_AUTH, 400: {"description": "the body is not JSON"},
                         413: {"description": "the body is above MADDPG_API_MAX_BODY_BYTES"},
-                        409: {"description": "a run with this id exists"},
+                        409: {"description": "a run with this id exists"}, **_TOO_MANY,
                         503: {"description": "the launcher could not start the run"}})
-async def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep,
-                     progress: ProgressDep):
+def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep,
+               progress: ProgressDep) -> RunOut:
     """Starts a learner and `explorers` explorers for the run spec (local processes, or Kubernetes Jobs with the
-    kubernetes launcher); answers with the new run."""
+    kubernetes launcher); answers with the new run.
+
+    A plain function: FastAPI runs it in its thread pool, where the registry's and the launcher's blocking calls
+    do not stall the event loop."""
     _check_limits(body, settings)
     spec = body.spec()
     _check_memory(body, spec, settings)
@@ -112,13 +124,14 @@ async def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryD
         raise HTTPException(status.HTTP_409_CONFLICT, f"run folder {run_dir} already holds a run")
     record = RunRecord(id=run_id, status="running", spec=spec.model_dump(mode="json"), run_dir=str(run_dir))
     try:
-        registry.add(record)
+        registry.add(record, max_active=settings.active_run_cap)
     except DuplicateRunError:
         raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} exists") from None
+    except TooManyRunsError as e:
+        raise _too_many(e) from None
     try:
-        launched = await run_in_threadpool(
-            launcher.start, run_id, spec, run_dir,
-            PodOptions(body.image, body.learner_resources, body.explorer_resources))
+        launched = launcher.start(run_id, spec, run_dir,
+                                  PodOptions(body.image, body.learner_resources, body.explorer_resources))
     except LaunchError as e:
         registry.update(run_id, status="failed", reason=str(e))
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from None

@@ -44,7 +44,7 @@ class FakeLauncher:
 
 @pytest.fixture
 def settings(tmp_path) -> ApiSettings:
-    return ApiSettings(runs_dir=tmp_path / "runs", max_explorers=4, max_envs_per_explorer=32)
+    return ApiSettings(runs_dir=tmp_path / "runs", max_explorers=4, max_envs_per_explorer=32, max_active_runs=8)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -132,6 +134,32 @@ def test_stop_is_idempotent_and_409_once_finished(client, launcher, registry):
     assert client.post("/runs/b/stop").status_code == 409
     registry.update("b", status="failed", reason="boom")
     assert client.post("/runs/b/stop").status_code == 409
+
+
+def test_active_runs_are_capped_with_429_and_retry_after(tmp_path):
+    launcher = FakeLauncher()
+    with TestClient(create_app(ApiSettings(runs_dir=tmp_path), launcher=launcher)) as c:
+        for k in range(4):  # the local launcher's default cap
+            assert c.post("/runs", json={**SMALL, "run_id": f"r{k}"}).status_code == 201
+        refused = c.post("/runs", json={**SMALL, "run_id": "r4"})
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "30"
+        assert "MADDPG_API_MAX_ACTIVE_RUNS" in refused.json()["detail"]
+        assert c.post("/runs/r0/stop").json()["status"] == "stopping"  # a stopping run still holds its processes
+        assert c.post("/runs", json={**SMALL, "run_id": "r4"}).status_code == 429
+        c.app.state.registry.update("r0", status="stopped")
+        assert c.post("/runs", json={**SMALL, "run_id": "r4"}).status_code == 201
+        assert launcher.started == ["r0", "r1", "r2", "r3", "r4"] and c.get("/runs/r4").status_code == 200
+        assert c.get("/runs").json()["total"] == 5  # a refused run leaves nothing behind
+
+
+def test_the_cap_holds_under_fifty_parallel_posts(tmp_path):
+    launcher = FakeLauncher()
+    with TestClient(create_app(ApiSettings(runs_dir=tmp_path), launcher=launcher)) as c:
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            codes = list(pool.map(lambda k: c.post("/runs", json={**SMALL, "run_id": f"p{k}"}).status_code,
+                                  range(50)))
+        assert sorted(codes) == [201] * 4 + [429] * 46
+        assert len(launcher.started) == 4 and c.get("/runs").json()["total"] == 4
 
 
 def test_pagination_and_status_filter(client, registry):
