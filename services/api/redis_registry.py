@@ -1,10 +1,11 @@
 """The run registry in Redis: a hash per run, a sorted set of every run by creation time, one per status.
 
-Keys (PREFIX = "maddpg-api"): `PREFIX:run:ID` (hash: the RunRecord's fields, JSON for spec, pids and endpoints),
-`PREFIX:runs` (sorted set, score = created), `PREFIX:status:STATUS` (sorted set of the runs in that status).
-Adding a run and changing its status are Lua scripts, so the hash and the sets always agree, a status moves
-only from the statuses the caller allows, and the number of active runs is counted and changed in one step. Listing reads one page of a sorted set and
-pipelines the hashes: the cost grows with the page, not with the number of runs.
+Keys (PREFIX = "maddpg-api"): `PREFIX:run:ID` (hash: the RunRecord's fields, JSON for spec, pids, procs, pods and
+endpoints), `PREFIX:runs` (sorted set, score = created), `PREFIX:status:STATUS` (sorted set of the runs in that
+status). Adding a run and changing its status are Lua scripts, so the hash and the sets always agree, a status
+moves only from the statuses the caller allows, and the number of active runs is counted and changed in one step.
+Listing reads one page of a sorted set and pipelines the hashes: the cost grows with the page, not with the number
+of runs.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ end
 return 1
 """
 
-_JSON_FIELDS = ("spec", "pids", "endpoints")
+_JSON_FIELDS = ("spec", "pids", "procs", "pods", "endpoints")
 
 
 def _encode(fields: dict) -> list:
@@ -83,8 +84,10 @@ def _encode(fields: dict) -> list:
 
 
 def _record(raw: dict[str, str]) -> RunRecord:
+    """A run from its hash; `procs` and `pods` are absent from hashes written before they were added."""
     return RunRecord(id=raw["id"], status=raw["status"], spec=json.loads(raw["spec"]), run_dir=raw["run_dir"],
-                     pids=json.loads(raw["pids"]), endpoints=json.loads(raw["endpoints"]),
+                     pids=json.loads(raw["pids"]), procs=json.loads(raw.get("procs", "[]")),
+                     pods=json.loads(raw.get("pods", "{}")), endpoints=json.loads(raw["endpoints"]),
                      reason=raw["reason"] or None, created=float(raw["created"]), updated=float(raw["updated"]))
 
 
@@ -127,7 +130,8 @@ class RedisRegistry:
     def add(self, record: RunRecord, max_active: int | None = None) -> RunRecord:
         record.created = record.updated = time.time()
         fields = {"id": record.id, "status": record.status, "spec": record.spec, "run_dir": record.run_dir,
-                  "pids": record.pids, "endpoints": record.endpoints, "reason": record.reason,
+                  "pids": record.pids, "procs": record.procs, "pods": record.pods, "endpoints": record.endpoints,
+                  "reason": record.reason,
                   "created": record.created, "updated": record.updated}
         try:
             most = max_active if max_active is not None and record.status in ACTIVE else -1

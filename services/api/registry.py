@@ -15,7 +15,8 @@ from typing import Protocol
 
 STATUSES = ("running", "stopping", "stopped", "finished", "failed")
 ACTIVE = ("running", "stopping")
-UPDATABLE = {"status", "reason", "pids", "endpoints", "run_dir"}
+UPDATABLE = {"status", "reason", "pids", "procs", "endpoints", "run_dir"}
+_JSON_COLUMNS = ("pids", "procs", "endpoints", "pods")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -31,6 +32,8 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created);
 """
+# Columns added since the first registries: added to an older file when it is opened.
+_ADDED_COLUMNS = {"procs": "TEXT NOT NULL DEFAULT '[]'", "pods": "TEXT NOT NULL DEFAULT '{}'"}
 
 
 class DuplicateRunError(Exception):
@@ -51,13 +54,17 @@ class RegistryError(Exception):
 
 @dataclass
 class RunRecord:
-    """One run as registered. `spec` is the run spec as a JSON-ready dict; `pids[0]` is the learner's."""
+    """One run as registered. `spec` is the run spec as a JSON-ready dict; `pids[0]` is the learner's, and
+    `procs` the identity of each of those processes (the local launcher's, to tell them from later processes
+    that reuse a pid); `pods` the pod options of the run (launchers.PodOptions.to_dict)."""
 
     id: str
     status: str
     spec: dict
     run_dir: str
     pids: list[int] = field(default_factory=list)
+    procs: list[str] = field(default_factory=list)
+    pods: dict = field(default_factory=dict)
     endpoints: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
     created: float = 0.0
@@ -66,8 +73,9 @@ class RunRecord:
 
 def _record(row: sqlite3.Row) -> RunRecord:
     return RunRecord(id=row["id"], status=row["status"], spec=json.loads(row["spec"]), run_dir=row["run_dir"],
-                     pids=json.loads(row["pids"]), endpoints=json.loads(row["endpoints"]), reason=row["reason"],
-                     created=row["created"], updated=row["updated"])
+                     pids=json.loads(row["pids"]), procs=json.loads(row["procs"]), pods=json.loads(row["pods"]),
+                     endpoints=json.loads(row["endpoints"]), reason=row["reason"], created=row["created"],
+                     updated=row["updated"])
 
 
 class Registry(Protocol):
@@ -125,6 +133,10 @@ class SqliteRegistry:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(runs)")}
+            for name, declaration in _ADDED_COLUMNS.items():
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -153,10 +165,11 @@ class SqliteRegistry:
         try:
             with self._transaction():
                 self._db.execute(
-                    "INSERT INTO runs (id, status, spec, run_dir, pids, endpoints, reason, created, updated) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs (id, status, spec, run_dir, pids, procs, pods, endpoints, reason, created, "
+                    "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (record.id, record.status, json.dumps(record.spec), record.run_dir, json.dumps(record.pids),
-                     json.dumps(record.endpoints), record.reason, now, now))
+                     json.dumps(record.procs), json.dumps(record.pods), json.dumps(record.endpoints), record.reason,
+                     now, now))
                 if max_active is not None and record.status in ACTIVE:
                     self._check_room(max_active)
         except sqlite3.IntegrityError:
@@ -184,7 +197,7 @@ class SqliteRegistry:
     def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, max_active: int | None = None,
                **fields) -> bool:
         check_update(fields)
-        values = {k: json.dumps(v) if k in ("pids", "endpoints") else v for k, v in fields.items()}
+        values = {k: json.dumps(v) if k in _JSON_COLUMNS else v for k, v in fields.items()}
         sets = ", ".join(f"{k} = ?" for k in values) + ", updated = ?"
         args: list = [*values.values(), time.time(), run_id]
         where = "id = ?"

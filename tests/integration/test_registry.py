@@ -3,6 +3,7 @@ and pages, guarded status changes (atomic under racing threads), active runs, pi
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 
@@ -38,7 +39,8 @@ def registry(request, tmp_path):
 
 def _run(run_id: str, status: str = "running") -> RunRecord:
     return RunRecord(id=run_id, status=status, spec={"scenario": "simple", "seed": 3}, run_dir=f"/runs/{run_id}",
-                     pids=[11, 12], endpoints={"learner": "tcp://127.0.0.1:5"})
+                     pids=[11, 12], procs=["boot:100", "boot:101"], pods={"image": "maddpg:dev"},
+                     endpoints={"learner": "tcp://127.0.0.1:5"})
 
 
 def test_add_get_and_duplicates(registry):
@@ -67,10 +69,11 @@ def test_update_only_from_and_the_status_sets(registry):
     before = registry.get("a").updated
     assert registry.update("a", only_from=("running",), status="stopping")
     assert not registry.update("a", only_from=("running",), status="failed", reason="too late")
-    assert registry.update("a", pids=[], endpoints={"learner": "tcp://x:1"}, run_dir="")
+    assert registry.update("a", pids=[], procs=[], endpoints={"learner": "tcp://x:1"}, run_dir="")
     record = registry.get("a")
-    assert (record.status, record.reason, record.pids, record.endpoints, record.run_dir) == (
-        "stopping", None, [], {"learner": "tcp://x:1"}, "")
+    assert (record.status, record.reason, record.pids, record.procs, record.endpoints, record.run_dir) == (
+        "stopping", None, [], [], {"learner": "tcp://x:1"}, "")
+    assert record.pods == {"image": "maddpg:dev"}
     assert record.updated >= before
     assert [r.id for r in registry.active()] == ["a"]
     assert registry.update("a", only_from=("running", "stopping"), status="failed", reason="boom")
@@ -158,6 +161,37 @@ def test_a_thousand_runs(registry):
     page, total = registry.list(limit=100, offset=900)
     assert total == 1000 and page[0].id == "run-0099" and page[-1].id == "run-0000"
     assert len(registry.active()) == 100
+
+
+def test_an_older_sqlite_file_gains_the_new_columns(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the first version's table
+        db.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, status TEXT NOT NULL, spec TEXT NOT NULL, "
+                   "run_dir TEXT NOT NULL, pids TEXT NOT NULL DEFAULT '[]', endpoints TEXT NOT NULL DEFAULT '{}', "
+                   "reason TEXT, created REAL NOT NULL, updated REAL NOT NULL)")
+        db.execute("INSERT INTO runs VALUES ('old', 'failed', '{}', '/runs/old', '[7]', '{}', 'gone', 1.0, 2.0)")
+    db.close()
+    registry = SqliteRegistry(path)
+    try:
+        old = registry.get("old")
+        assert (old.pids, old.procs, old.pods, old.reason) == ([7], [], {}, "gone")
+        assert registry.update("old", procs=["boot:1"]) and registry.get("old").procs == ["boot:1"]
+        registry.add(_run("new"))
+        assert registry.get("new").procs == ["boot:100", "boot:101"]
+    finally:
+        registry.close()
+    SqliteRegistry(path).close()  # opening it again changes nothing
+
+
+def test_a_run_hash_written_before_procs_and_pods_reads(redis_server):
+    registry = RedisRegistry(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        registry.add(_run("old"))
+        registry._redis.hdel(registry._run_key("old"), "procs", "pods")
+        old = registry.get("old")
+        assert (old.pids, old.procs, old.pods) == ([11, 12], [], {})
+    finally:
+        registry.close()
 
 
 def test_an_unreachable_redis_is_a_registry_error_naming_it(tmp_path):

@@ -1,8 +1,9 @@
-"""Runs: start, list, show, stop, and their episode rewards."""
+"""Runs: start, list, show, stop, resume, and their episode rewards."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
@@ -11,10 +12,10 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import ValidationError
 
 from maddpg.runfolder import SPEC
-from maddpg.runspec import RunSpec
-from services.api.deps import Authorized, LauncherDep, ProgressDep, RegistryDep, SettingsDep
-from services.api.launchers import LaunchError, PodOptions, reconcile
+from maddpg.runspec import RunSpec, format_validation_error
 from services.api.admission import memory_problem
+from services.api.deps import Authorized, LauncherDep, ProgressDep, RegistryDep, SettingsDep
+from services.api.launchers import Launched, LaunchError, PodOptions, reconcile
 from services.api.progress import read_rewards
 from services.api.quantities import quantity
 from services.api.registry import DuplicateRunError, RunRecord, TooManyRunsError
@@ -26,6 +27,7 @@ _NOT_FOUND = {404: {"description": "no run with this id"}}
 _AUTH = {401: {"description": "a bearer token is configured and the request lacks it"}}
 _TOO_MANY = {429: {"description": "MADDPG_API_MAX_ACTIVE_RUNS runs are running or stopping; Retry-After says when "
                                   "to ask again"}}
+RESUMABLE = ("stopped", "failed")
 RETRY_AFTER_S = 30  # a stopping run ends within the stop timeout; most end much sooner
 
 
@@ -122,22 +124,29 @@ def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryDep, la
     run_dir = settings.runs_dir / run_id
     if (run_dir / SPEC).exists():
         raise HTTPException(status.HTTP_409_CONFLICT, f"run folder {run_dir} already holds a run")
-    record = RunRecord(id=run_id, status="running", spec=spec.model_dump(mode="json"), run_dir=str(run_dir))
+    pods = PodOptions(body.image, body.learner_resources, body.explorer_resources)
+    record = RunRecord(id=run_id, status="running", spec=spec.model_dump(mode="json"), run_dir=str(run_dir),
+                       pods=pods.to_dict())
     try:
         registry.add(record, max_active=settings.active_run_cap)
     except DuplicateRunError:
         raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} exists") from None
     except TooManyRunsError as e:
         raise _too_many(e) from None
+    record = _launch(registry, run_id, lambda: launcher.start(run_id, spec, run_dir, pods))
+    return _out(record, progress(record, refresh=False))  # nothing to read in a store yet
+
+
+def _launch(registry, run_id: str, start: Callable[[], Launched]) -> RunRecord:
+    """Starts a registered run's processes and records them; a launcher that fails makes the run failed, 503."""
     try:
-        launched = launcher.start(run_id, spec, run_dir,
-                                  PodOptions(body.image, body.learner_resources, body.explorer_resources))
+        launched = start()
     except LaunchError as e:
         registry.update(run_id, status="failed", reason=str(e))
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from None
-    registry.update(run_id, pids=launched.pids, endpoints=launched.endpoints, run_dir=launched.run_dir)
-    record = _get(registry, run_id)
-    return _out(record, progress(record, refresh=False))  # nothing to read in a store yet
+    registry.update(run_id, pids=launched.pids, procs=launched.procs, endpoints=launched.endpoints,
+                    run_dir=launched.run_dir)
+    return _get(registry, run_id)
 
 
 @router.get("", response_model=RunPage)
@@ -178,6 +187,39 @@ def stop_run(run_id: str, registry: RegistryDep, launcher: LauncherDep, progress
         launcher.stop(record)
     record = _get(registry, run_id)
     return _out(record, progress(record))
+
+
+@router.post("/{run_id}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=RunOut,
+             dependencies=[Authorized],
+             responses={**_NOT_FOUND, **_AUTH, **_TOO_MANY,
+                        409: {"description": "the run is running, stopping or finished, or has no checkpoint yet"},
+                        503: {"description": "the launcher could not start the run"}})
+def resume_run(run_id: str, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep,
+               progress: ProgressDep) -> RunOut:
+    """Continues a stopped or failed run from its newest checkpoint, under the same id: its learner restores the
+    checkpoint (a local run's folder, a kubernetes run's checkpoint store) and counts its episodes on from there;
+    its explorers start anew. The run is `running` again, with new pids and endpoints."""
+    record = _get(registry, run_id)
+    if record.status not in RESUMABLE:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} is {record.status}; only a stopped or "
+                                                      f"failed run resumes")
+    try:
+        spec = RunSpec.model_validate(record.spec)
+    except ValidationError as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} was registered under looser bounds and "
+                                                      f"cannot resume: {format_validation_error(e)}") from None
+    if not progress(record).get("newest_checkpoint"):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} has no checkpoint to resume from (it ended "
+                                                      f"before its first); start a new run")
+    try:
+        if not registry.update(run_id, only_from=RESUMABLE, max_active=settings.active_run_cap, status="running",
+                               reason=None):
+            raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} changed meanwhile; look at it again")
+    except TooManyRunsError as e:
+        raise _too_many(e) from None
+    pods = PodOptions.from_dict(record.pods)
+    resumed = _launch(registry, run_id, lambda: launcher.resume(record, spec, pods))
+    return _out(resumed, progress(resumed))
 
 
 @router.get("/{run_id}/rewards", response_model=Rewards, responses=_NOT_FOUND)

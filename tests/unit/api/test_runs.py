@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from services.api.launchers import PodOptions
 from services.api.main import create_app
 from services.api.registry import RunRecord
+from services.api.schemas import Resources
 from services.api.settings import ApiSettings
 from tests.unit.api.conftest import FakeLauncher
 
@@ -205,8 +208,90 @@ def test_the_registry_survives_a_new_app(tmp_path):
     with TestClient(create_app(settings, launcher=restarted)) as c:
         runs = {r["id"]: r for r in c.get("/runs").json()["items"]}
         assert runs["kept"]["status"] == "stopped"
-        assert runs["lost"]["status"] == "failed" and "API restarted" in runs["lost"]["reason"]
+        assert runs["lost"]["status"] == "failed" and "POST /runs/{id}/resume" in runs["lost"]["reason"]
         assert runs["kept"]["spec"]["envs_per_explorer"] == 2
+
+
+def _checkpoint(run_dir: Path) -> None:
+    """A complete checkpoint as the run folder's store lists it (a manifest in a ckpt-* folder)."""
+    (run_dir / "checkpoints" / "ckpt-000000001").mkdir(parents=True)
+    (run_dir / "checkpoints" / "ckpt-000000001" / "manifest.json").write_text("{}")
+
+
+def test_resume_continues_a_stopped_or_failed_run(client, launcher, registry, settings):
+    for run_id in ("a", "early"):
+        client.post("/runs", json={**SMALL, "run_id": run_id})
+        client.post(f"/runs/{run_id}/stop")
+        registry.update(run_id, status="stopped")
+    early = client.post("/runs/early/resume")
+    assert early.status_code == 409 and "no checkpoint" in early.json()["detail"]
+    _checkpoint(settings.runs_dir / "a")
+    resumed = client.post("/runs/a/resume")
+    assert resumed.status_code == 202, resumed.text
+    body = resumed.json()
+    assert body["status"] == "running" and body["pids"] == [20_001] and body["reason"] is None
+    assert body["endpoints"] == {"learner": "tcp://127.0.0.1:2"} and launcher.resumed == [("a", PodOptions())]
+    assert client.post("/runs/a/resume").status_code == 409  # running
+    registry.update("a", status="failed", reason="boom")
+    assert client.post("/runs/a/resume").json()["status"] == "running"
+    registry.update("a", status="finished")
+    finished = client.post("/runs/a/resume")
+    assert finished.status_code == 409 and "finished" in finished.json()["detail"]
+    assert client.post("/runs/nope/resume").status_code == 404
+
+
+def test_the_progress_of_a_resumed_run_is_read_again_when_it_ends_again(client, registry, settings):
+    header = "episode,env_steps,updates,wall_time_s,length,reward\n"
+    folder = settings.runs_dir / "again"
+    client.post("/runs", json={**SMALL, "run_id": "again"})
+    _checkpoint(folder)
+    (folder / "rewards.csv").write_text(header + "1,25,0,0.1,25,-1\n")
+    registry.update("again", status="stopped")
+    assert client.get("/runs/again").json()["progress"]["episodes"] == 1  # an ended run's progress is kept
+    client.post("/runs/again/resume")
+    (folder / "rewards.csv").write_text(header + "1,25,0,0.1,25,-1\n2,50,0,0.2,25,-1\n")
+    registry.update("again", status="stopped")
+    assert client.get("/runs/again").json()["progress"]["episodes"] == 2
+
+
+def test_resume_respects_the_active_run_cap(client, registry, settings):
+    client.post("/runs", json={**SMALL, "run_id": "old"})
+    registry.update("old", status="stopped")
+    _checkpoint(settings.runs_dir / "old")
+    for k in range(8):
+        assert client.post("/runs", json={**SMALL, "run_id": f"r{k}"}).status_code == 201
+    refused = client.post("/runs/old/resume")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "30"
+    assert client.get("/runs/old").json()["status"] == "stopped"
+
+
+def test_a_resume_the_launcher_refuses_fails_the_run_with_503(client, launcher, registry, settings):
+    client.post("/runs", json={**SMALL, "run_id": "x"})
+    registry.update("x", status="failed")
+    _checkpoint(settings.runs_dir / "x")
+    launcher.refuse = "no cluster"
+    assert client.post("/runs/x/resume").status_code == 503
+    run = client.get("/runs/x").json()
+    assert run["status"] == "failed" and run["reason"] == "no cluster"
+
+
+def test_a_kubernetes_run_resumes_with_the_pods_it_was_started_with(tmp_path):
+    launcher = FakeLauncher()
+    settings = ApiSettings(runs_dir=tmp_path, launcher="kubernetes", image="maddpg:dev")
+    pod = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "3Gi"}}
+    with TestClient(create_app(settings, launcher=launcher)) as c:
+        c.post("/runs", json={**SMALL, "run_id": "k", "image": "maddpg:1.2", "learner_resources": pod})
+        c.app.state.registry.update("k", status="stopped")
+        _checkpoint(tmp_path / "k")
+        assert c.post("/runs/k/resume").status_code == 202
+    (_, pods), = launcher.resumed
+    assert pods.image == "maddpg:1.2" and pods.learner == Resources.model_validate(pod)
+    assert pods.explorer == PodOptions().explorer
+
+
+def test_resume_needs_the_token(tmp_path):
+    with TestClient(create_app(ApiSettings(runs_dir=tmp_path, token="s3cret"), launcher=FakeLauncher())) as c:
+        assert c.post("/runs/x/resume").status_code == 401
 
 
 def test_rewards_series_from_the_csv(client, settings):
