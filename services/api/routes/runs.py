@@ -21,12 +21,15 @@ from services.api.quantities import quantity
 from services.api.registry import DuplicateRunError, RunRecord, TooManyRunsError
 from services.api.schemas import Progress, Rewards, RunCreate, RunOut, RunPage, RunStatus
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(prefix="/runs", tags=["runs"], responses={
+    413: {"description": "the request body is above MADDPG_API_MAX_BODY_BYTES"},
+    503: {"description": "the run registry (SQLite or Redis) is unavailable"}})
 
 _NOT_FOUND = {404: {"description": "no run with this id"}}
 _AUTH = {401: {"description": "a bearer token is configured and the request lacks it"}}
 _TOO_MANY = {429: {"description": "MADDPG_API_MAX_ACTIVE_RUNS runs are running or stopping; Retry-After says when "
                                   "to ask again"}}
+_NOT_STARTED = {503: {"description": "the launcher could not start the run, or the run registry is unavailable"}}
 RESUMABLE = ("stopped", "failed")
 RETRY_AFTER_S = 30  # a stopping run ends within the stop timeout; most end much sooner
 
@@ -107,9 +110,7 @@ def _get(registry, run_id: str) -> RunRecord:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut, dependencies=[Authorized],
              responses={**_AUTH, 400: {"description": "the body is not JSON"},
-                        413: {"description": "the body is above MADDPG_API_MAX_BODY_BYTES"},
-                        409: {"description": "a run with this id exists"}, **_TOO_MANY,
-                        503: {"description": "the launcher could not start the run"}})
+                        409: {"description": "a run with this id exists"}, **_TOO_MANY, **_NOT_STARTED})
 def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep,
                progress: ProgressDep) -> RunOut:
     """Starts a learner and `explorers` explorers for the run spec (local processes, or Kubernetes Jobs with the
@@ -193,7 +194,7 @@ def stop_run(run_id: str, registry: RegistryDep, launcher: LauncherDep, progress
              dependencies=[Authorized],
              responses={**_NOT_FOUND, **_AUTH, **_TOO_MANY,
                         409: {"description": "the run is running, stopping or finished, or has no checkpoint yet"},
-                        503: {"description": "the launcher could not start the run"}})
+                        **_NOT_STARTED})
 def resume_run(run_id: str, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep,
                progress: ProgressDep) -> RunOut:
     """Continues a stopped or failed run from its newest checkpoint, under the same id: its learner restores the
