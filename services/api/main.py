@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from services.api.body_limit import BodyLimitMiddleware
 from services.api.launchers import Launcher, make_launcher, reconcile
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.progress import ProgressReader
@@ -66,12 +70,31 @@ def create_app(settings: ApiSettings | None = None, *, registry: Registry | None
     app.state.settings, app.state.registry, app.state.launcher = settings, registry, launcher
     app.state.metrics = ApiMetrics()
     app.state.progress = ProgressReader({"endpoint_url": settings.s3_endpoint} if settings.s3_endpoint else None)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: it counts the 413s too
     app.include_router(runs.router)
     app.include_router(health.router)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RegistryError, _registry_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     return app
+
+
+def _json_safe(value):
+    """`value` with every float that JSON cannot hold (inf, nan) as its name."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def _validation_error(request: Request, exc: RequestValidationError):
+    """FastAPI's 422, but an `Infinity` or `NaN` in the body (Python's JSON reader takes them) is echoed as a
+    string: the default handler cannot encode it and answers 500."""
+    return JSONResponse({"detail": jsonable_encoder(_json_safe(exc.errors()))}, status_code=422)
 
 
 async def _registry_error(request: Request, exc: RegistryError):

@@ -116,8 +116,9 @@ class ProgressReader:
     run's checkpoint store (`endpoints["checkpoints"]`), with a cache per run.
 
     A running run's folder is read every time (live; a few file reads). A store is read at most every `ttl_s`
-    seconds per run, or again when the run's status changed; `refresh=False` (listing many runs) never reads a
-    store and answers with what the cache holds. Once a run ended, its progress is read once and kept.
+    seconds per run, or again when the run's record changed (its status, or an update such as a resume);
+    `refresh=False` (listing many runs) never reads a store and answers with what the cache holds. Once a run
+    ended, its progress is read once and kept (until a resume and a new end change its record).
 
     Args:
       store_options: options of the S3 stores (endpoint_url).
@@ -126,13 +127,14 @@ class ProgressReader:
 
     def __init__(self, store_options: dict | None = None, ttl_s: float = 10.0, max_entries: int = 4096):
         self._store_options, self._ttl_s, self._max_entries = store_options or {}, ttl_s, max_entries
-        self._cache: dict[str, tuple[float, str, dict]] = {}  # run id -> (fresh until, run status then, progress)
+        self._cache: dict[str, tuple[float, tuple, dict]] = {}  # run id -> (fresh until, record then, progress)
         self._lock = threading.Lock()
 
     def __call__(self, record: RunRecord, refresh: bool = True) -> dict:
+        version = (record.status, record.updated)
         with self._lock:
-            until, status, progress = self._cache.get(record.id, (0.0, "", None))
-        if progress is not None and until > time.monotonic() and status == record.status:
+            until, cached, progress = self._cache.get(record.id, (0.0, (), None))
+        if progress is not None and until > time.monotonic() and cached == version:
             return progress
         from_store = not record.run_dir
         if from_store and not refresh:
@@ -150,7 +152,7 @@ class ProgressReader:
             with self._lock:
                 self._cache.pop(record.id, None)  # re-inserted last: the oldest entries go first
                 self._cache[record.id] = (float("inf") if final else time.monotonic() + self._ttl_s,
-                                          record.status, progress)
+                                          version, progress)
                 while len(self._cache) > self._max_entries:
                     self._cache.pop(next(iter(self._cache)))
         return progress

@@ -1,10 +1,11 @@
 """The run registry in Redis: a hash per run, a sorted set of every run by creation time, one per status.
 
-Keys (PREFIX = "maddpg-api"): `PREFIX:run:ID` (hash: the RunRecord's fields, JSON for spec, pids and endpoints),
-`PREFIX:runs` (sorted set, score = created), `PREFIX:status:STATUS` (sorted set of the runs in that status).
-Adding a run and changing its status are Lua scripts, so the hash and the sets always agree and a status
-moves only from the statuses the caller allows, atomically. Listing reads one page of a sorted set and
-pipelines the hashes: the cost grows with the page, not with the number of runs.
+Keys (PREFIX = "maddpg-api"): `PREFIX:run:ID` (hash: the RunRecord's fields, JSON for spec, pids, procs, pods and
+endpoints), `PREFIX:runs` (sorted set, score = created), `PREFIX:status:STATUS` (sorted set of the runs in that
+status). Adding a run and changing its status are Lua scripts, so the hash and the sets always agree, a status
+moves only from the statuses the caller allows, and the number of active runs is counted and changed in one step.
+Listing reads one page of a sorted set and pipelines the hashes: the cost grows with the page, not with the number
+of runs.
 """
 
 from __future__ import annotations
@@ -16,29 +17,47 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from services.api.registry import ACTIVE, DuplicateRunError, RegistryError, RunRecord, check_update
+from services.api.registry import (ACTIVE, DuplicateRunError, RegistryError, RunRecord, TooManyRunsError,
+                                   check_update)
 
-# KEYS: run hash, all-runs set, status set. ARGV: id, status, created, then field, value pairs.
+# KEYS: run hash, all-runs set, status set, then the sets of the ACTIVE statuses. ARGV: id, status, created, the
+# most active runs (-1: no limit), then field, value pairs. Returns 1 (added), 0 (the id is taken), -1 (no room).
 _ADD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+local most = tonumber(ARGV[4])
+if most >= 0 then
+  local active = 0
+  for i = 4, #KEYS do active = active + redis.call('ZCARD', KEYS[i]) end
+  if active >= most then return -1 end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 return 1
 """
 
-# KEYS: run hash. ARGV: status-set prefix, new status or '', number of allowed statuses n, the n statuses,
-# then field, value pairs.
+# KEYS: run hash, then the sets of the ACTIVE statuses. ARGV: status-set prefix, new status or '', the most active
+# runs (-1: no limit), number of allowed statuses n, the n statuses, then field, value pairs. Returns 1 (changed),
+# 0 (no such run, or its status is not allowed), -1 (no room).
 _UPDATE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
-local n = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
 if n > 0 then
   local allowed = false
-  for i = 4, 3 + n do if ARGV[i] == status then allowed = true end end
+  for i = 5, 4 + n do if ARGV[i] == status then allowed = true end end
   if not allowed then return 0 end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4 + n))
+local most = tonumber(ARGV[3])
+if most >= 0 then
+  local active = 1
+  for i = 2, #KEYS do
+    active = active + redis.call('ZCARD', KEYS[i])
+    if KEYS[i] == ARGV[1] .. status then active = active - 1 end
+  end
+  if active > most then return -1 end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5 + n))
 local new = ARGV[2]
 if new ~= '' and new ~= status then
   local id = redis.call('HGET', KEYS[1], 'id')
@@ -49,7 +68,7 @@ end
 return 1
 """
 
-_JSON_FIELDS = ("spec", "pids", "endpoints")
+_JSON_FIELDS = ("spec", "pids", "procs", "pods", "endpoints")
 
 
 def _encode(fields: dict) -> list:
@@ -65,8 +84,10 @@ def _encode(fields: dict) -> list:
 
 
 def _record(raw: dict[str, str]) -> RunRecord:
+    """A run from its hash; `procs` and `pods` are absent from hashes written before they were added."""
     return RunRecord(id=raw["id"], status=raw["status"], spec=json.loads(raw["spec"]), run_dir=raw["run_dir"],
-                     pids=json.loads(raw["pids"]), endpoints=json.loads(raw["endpoints"]),
+                     pids=json.loads(raw["pids"]), procs=json.loads(raw.get("procs", "[]")),
+                     pods=json.loads(raw.get("pods", "{}")), endpoints=json.loads(raw["endpoints"]),
                      reason=raw["reason"] or None, created=float(raw["created"]), updated=float(raw["updated"]))
 
 
@@ -103,18 +124,26 @@ class RedisRegistry:
         return RegistryError(f"Redis registry at {host}:{port}: {type(e).__name__}: {e} (check REDIS_URL and that "
                              f"the server is up)")
 
-    def add(self, record: RunRecord) -> RunRecord:
+    def _active_keys(self) -> list[str]:
+        return [self._set_key(status) for status in ACTIVE]
+
+    def add(self, record: RunRecord, max_active: int | None = None) -> RunRecord:
         record.created = record.updated = time.time()
         fields = {"id": record.id, "status": record.status, "spec": record.spec, "run_dir": record.run_dir,
-                  "pids": record.pids, "endpoints": record.endpoints, "reason": record.reason,
+                  "pids": record.pids, "procs": record.procs, "pods": record.pods, "endpoints": record.endpoints,
+                  "reason": record.reason,
                   "created": record.created, "updated": record.updated}
         try:
-            added = self._add(keys=[self._run_key(record.id), self._set_key(None), self._set_key(record.status)],
-                              args=[record.id, record.status, record.created, *_encode(fields)])
+            most = max_active if max_active is not None and record.status in ACTIVE else -1
+            added = self._add(keys=[self._run_key(record.id), self._set_key(None), self._set_key(record.status),
+                                    *self._active_keys()],
+                              args=[record.id, record.status, record.created, most, *_encode(fields)])
         except redis.RedisError as e:
             raise self._error(e) from None
-        if not added:
+        if added == 0:
             raise DuplicateRunError(record.id)
+        if added == -1:
+            raise TooManyRunsError(max_active)
         return record
 
     def get(self, run_id: str) -> RunRecord | None:
@@ -148,15 +177,20 @@ class RedisRegistry:
         except redis.RedisError as e:
             raise self._error(e) from None
 
-    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, **fields) -> bool:
+    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, max_active: int | None = None,
+               **fields) -> bool:
         check_update(fields)
         allowed = list(only_from or ())
-        args = [f"{self._prefix}:status:", fields.get("status", ""), len(allowed), *allowed,
+        most = max_active if max_active is not None and fields.get("status") in ACTIVE else -1
+        args = [f"{self._prefix}:status:", fields.get("status", ""), most, len(allowed), *allowed,
                 *_encode({**fields, "updated": time.time()})]
         try:
-            return bool(self._update(keys=[self._run_key(run_id)], args=args))
+            changed = self._update(keys=[self._run_key(run_id), *self._active_keys()], args=args)
         except redis.RedisError as e:
             raise self._error(e) from None
+        if changed == -1:
+            raise TooManyRunsError(max_active)
+        return changed == 1
 
     def ping(self) -> None:
         try:

@@ -7,13 +7,16 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 STATUSES = ("running", "stopping", "stopped", "finished", "failed")
 ACTIVE = ("running", "stopping")
-UPDATABLE = {"status", "reason", "pids", "endpoints", "run_dir"}
+UPDATABLE = {"status", "reason", "pids", "procs", "endpoints", "run_dir"}
+_JSON_COLUMNS = ("pids", "procs", "endpoints", "pods")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -29,10 +32,20 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created);
 """
+# Columns added since the first registries: added to an older file when it is opened.
+_ADDED_COLUMNS = {"procs": "TEXT NOT NULL DEFAULT '[]'", "pods": "TEXT NOT NULL DEFAULT '{}'"}
 
 
 class DuplicateRunError(Exception):
     """A run with this id is already registered."""
+
+
+class TooManyRunsError(Exception):
+    """Adding the run, or making it active again, would put more than `limit` runs in ACTIVE."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"{limit} runs are active already")
+        self.limit = limit
 
 
 class RegistryError(Exception):
@@ -41,13 +54,17 @@ class RegistryError(Exception):
 
 @dataclass
 class RunRecord:
-    """One run as registered. `spec` is the run spec as a JSON-ready dict; `pids[0]` is the learner's."""
+    """One run as registered. `spec` is the run spec as a JSON-ready dict; `pids[0]` is the learner's, and
+    `procs` the identity of each of those processes (the local launcher's, to tell them from later processes
+    that reuse a pid); `pods` the pod options of the run (launchers.PodOptions.to_dict)."""
 
     id: str
     status: str
     spec: dict
     run_dir: str
     pids: list[int] = field(default_factory=list)
+    procs: list[str] = field(default_factory=list)
+    pods: dict = field(default_factory=dict)
     endpoints: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
     created: float = 0.0
@@ -56,16 +73,18 @@ class RunRecord:
 
 def _record(row: sqlite3.Row) -> RunRecord:
     return RunRecord(id=row["id"], status=row["status"], spec=json.loads(row["spec"]), run_dir=row["run_dir"],
-                     pids=json.loads(row["pids"]), endpoints=json.loads(row["endpoints"]), reason=row["reason"],
-                     created=row["created"], updated=row["updated"])
+                     pids=json.loads(row["pids"]), procs=json.loads(row["procs"]), pods=json.loads(row["pods"]),
+                     endpoints=json.loads(row["endpoints"]), reason=row["reason"], created=row["created"],
+                     updated=row["updated"])
 
 
 class Registry(Protocol):
     """Where runs are recorded. Call order: `add` a run, `update` it as it changes, `get`/`list` it, `active` to
     reconcile, `ping` for readiness, `close` at shutdown. Every method may raise RegistryError."""
 
-    def add(self, record: RunRecord) -> RunRecord:
-        """Registers a new run (sets its created and updated times). Raises DuplicateRunError if its id is taken."""
+    def add(self, record: RunRecord, max_active: int | None = None) -> RunRecord:
+        """Registers a new run (sets its created and updated times). Raises DuplicateRunError if its id is taken,
+        TooManyRunsError if it is active and `max_active` runs are active already (counted and added atomically)."""
 
     def get(self, run_id: str) -> RunRecord | None: ...
 
@@ -75,9 +94,11 @@ class Registry(Protocol):
     def active(self) -> list[RunRecord]:
         """Runs that should have live processes (running or stopping)."""
 
-    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, **fields) -> bool:
+    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, max_active: int | None = None,
+               **fields) -> bool:
         """Sets fields of a run (any of UPDATABLE); with `only_from`, only if its status is one of those, checked
-        and set atomically. Returns whether the run changed."""
+        and set atomically. Returns whether the run changed. With `max_active`, a change to an ACTIVE status
+        raises TooManyRunsError (and changes nothing) when it would leave more than `max_active` runs active."""
 
     def ping(self) -> None:
         """Raises RegistryError unless the registry answers."""
@@ -112,17 +133,45 @@ class SqliteRegistry:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(runs)")}
+            for name, declaration in _ADDED_COLUMNS.items():
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
 
-    def add(self, record: RunRecord) -> RunRecord:
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """An IMMEDIATE transaction (the write lock, also against other processes on the file) under the lock:
+        a count and the write it guards see one state."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _check_room(self, max_active: int) -> None:
+        """Inside a transaction that just made a run active: raises TooManyRunsError (rolling it back) when that
+        made more than `max_active`."""
+        active = self._db.execute(f"SELECT COUNT(*) FROM runs WHERE status IN ({', '.join('?' * len(ACTIVE))})",
+                                  ACTIVE).fetchone()[0]
+        if active > max_active:
+            raise TooManyRunsError(max_active)
+
+    def add(self, record: RunRecord, max_active: int | None = None) -> RunRecord:
         now = time.time()
         record.created = record.updated = now
         try:
-            with self._lock:
+            with self._transaction():
                 self._db.execute(
-                    "INSERT INTO runs (id, status, spec, run_dir, pids, endpoints, reason, created, updated) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs (id, status, spec, run_dir, pids, procs, pods, endpoints, reason, created, "
+                    "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (record.id, record.status, json.dumps(record.spec), record.run_dir, json.dumps(record.pids),
-                     json.dumps(record.endpoints), record.reason, now, now))
+                     json.dumps(record.procs), json.dumps(record.pods), json.dumps(record.endpoints), record.reason,
+                     now, now))
+                if max_active is not None and record.status in ACTIVE:
+                    self._check_room(max_active)
         except sqlite3.IntegrityError:
             raise DuplicateRunError(record.id) from None
         return record
@@ -145,15 +194,22 @@ class SqliteRegistry:
             rows = self._db.execute("SELECT * FROM runs WHERE status IN (?, ?)", ACTIVE).fetchall()
         return [_record(r) for r in rows]
 
-    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, **fields) -> bool:
+    def update(self, run_id: str, *, only_from: tuple[str, ...] | None = None, max_active: int | None = None,
+               **fields) -> bool:
         check_update(fields)
-        values = {k: json.dumps(v) if k in ("pids", "endpoints") else v for k, v in fields.items()}
+        values = {k: json.dumps(v) if k in _JSON_COLUMNS else v for k, v in fields.items()}
         sets = ", ".join(f"{k} = ?" for k in values) + ", updated = ?"
         args: list = [*values.values(), time.time(), run_id]
         where = "id = ?"
         if only_from:
             where += f" AND status IN ({', '.join('?' * len(only_from))})"
             args.extend(only_from)
+        if max_active is not None and fields.get("status") in ACTIVE:
+            with self._transaction():
+                changed = self._db.execute(f"UPDATE runs SET {sets} WHERE {where}", args).rowcount > 0
+                if changed:
+                    self._check_room(max_active)
+            return changed
         with self._lock:
             return self._db.execute(f"UPDATE runs SET {sets} WHERE {where}", args).rowcount > 0
 

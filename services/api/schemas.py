@@ -2,45 +2,31 @@
 
 from __future__ import annotations
 
-import re
+import math
 from datetime import datetime
-from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from maddpg.runspec import RunSpec
+from services.api.quantities import CPU_PATTERN, MEMORY_PATTERN, quantity
 from services.api.settings import IMAGE_PATTERN
 
 RunStatus = Literal["running", "stopping", "stopped", "finished", "failed"]
 RUN_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label: also a Kubernetes object name
-# Kubernetes quantities, restricted to the forms people write for CPU and memory.
-CPU_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,3})?|[0-9]{1,9}m)$"
-MEMORY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,3})?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
-_SCALE = {"": 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-          "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 
 
-def quantity(text: str) -> Decimal:
-    """The value of a quantity that matched CPU_PATTERN or MEMORY_PATTERN ("500m" -> 0.5, "1Ki" -> 1024)."""
-    number, suffix = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", text).groups()
-    return Decimal(number) * _SCALE[suffix]
+# A reading that may be missing; one that is not a finite number (a diverged run) is missing too: JSON has none.
+FiniteOrNone = Annotated[float | None, AfterValidator(lambda v: v if v is None or math.isfinite(v) else None)]
 
 
 class Quantities(BaseModel):
-    """CPU and memory of a container, as Kubernetes quantities."""
+    """CPU and memory of a container, as Kubernetes quantities above zero (the patterns say so)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    cpu: str = Field(pattern=CPU_PATTERN, description="cores: '2', '0.5' or '500m'")
-    memory: str = Field(pattern=MEMORY_PATTERN, description="bytes: '512Mi', '4Gi' or '1G'")
-
-    @model_validator(mode="after")
-    def _positive(self) -> Quantities:
-        for name in ("cpu", "memory"):
-            if quantity(getattr(self, name)) <= 0:
-                raise ValueError(f"{name} must be above 0, not {getattr(self, name)!r}")
-        return self
+    cpu: str = Field(pattern=CPU_PATTERN, description="cores above 0: '2', '0.5' or '500m'")
+    memory: str = Field(pattern=MEMORY_PATTERN, description="bytes above 0: '512Mi', '4Gi' or '1G'")
 
 
 class Resources(BaseModel):
@@ -105,8 +91,9 @@ class Progress(BaseModel):
     env_steps: int = Field(0, description="env steps taken by all explorers")
     episodes: int = Field(0, description="episodes finished")
     updates: int = Field(0, description="all-agent MADDPG updates run")
-    mean_reward_last_100: float | None = Field(
-        None, description="mean episode reward (sum over agents), last 100; run folder only")
+    mean_reward_last_100: FiniteOrNone = Field(
+        None, description="mean episode reward (sum over agents) of the last 100 episodes; null when unknown or "
+                          "not a finite number")
     newest_checkpoint: str | None = Field(None, description="where the newest complete checkpoint is")
     note: str | None = Field(None, description="why progress is missing or stale (e.g. the store is unreadable)")
 
@@ -143,8 +130,8 @@ class Rewards(BaseModel):
 
     episode: list[int]
     env_steps: list[int]
-    reward: list[float]
-    per_agent: dict[str, list[float]] = Field(default_factory=dict, description="agent id -> episode rewards")
+    reward: list[FiniteOrNone] = Field(description="sum over agents; null where it is not a finite number")
+    per_agent: dict[str, list[FiniteOrNone]] = Field(default_factory=dict, description="agent id -> episode rewards")
 
 
 class Health(BaseModel):

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.api.quantities import MEMORY_PATTERN, quantity
+
 # Where a pod finds its own namespace (the service account's mounted token folder).
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -39,6 +41,16 @@ class ApiSettings(BaseSettings):
     max_explorers: int = Field(8, ge=1, le=64, description="most explorers one run may ask for")
     max_envs_per_explorer: int = Field(
         256, ge=1, le=4096, description="most env copies per explorer one run may ask for")
+    max_active_runs: int | None = Field(
+        None, ge=1, le=10_000, description="most runs running or stopping at once (more are refused with 429); "
+                                           "default: 4 with the local launcher, 64 with kubernetes")
+    max_run_memory: str = Field(
+        "4Gi", pattern=MEMORY_PATTERN,
+        description="most memory one run's learner may need by the API's estimate (replay buffer, update, networks); "
+                    "a larger run is refused with 422 naming the field to lower. kubernetes: the learner pod's memory "
+                    "limit too, when lower")
+    max_body_bytes: int = Field(
+        65_536, ge=1024, le=16 * 2**20, description="largest request body taken; a larger one is refused with 413")
     token: SecretStr | None = Field(None, description="bearer token required on mutating routes (MADDPG_API_TOKEN)")
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("REDIS_URL", "MADDPG_API_REDIS_URL"), pattern=r"^rediss?://",
@@ -70,6 +82,17 @@ class ApiSettings(BaseSettings):
             raise ValueError("MADDPG_API_IMAGE is required with MADDPG_API_LAUNCHER=kubernetes: the image of the "
                              "runs' learner and explorer pods, e.g. ghcr.io/ORG/maddpg:0.1.0")
         return self
+
+    @property
+    def active_run_cap(self) -> int:
+        """max_active_runs, or the launcher's default: local runs share this host's cores."""
+        if self.max_active_runs is not None:
+            return self.max_active_runs
+        return 64 if self.launcher == "kubernetes" else 4
+
+    @property
+    def max_run_memory_bytes(self) -> int:
+        return int(quantity(self.max_run_memory))
 
     @property
     def registry_path(self) -> Path:

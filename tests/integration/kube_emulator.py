@@ -3,7 +3,8 @@ so the official (blocking) client, the launcher's poller thread and a real HTTP 
 
 kmock stores what it is sent and answers reads, lists (ignoring label selectors), deletes and 404s. It adds
 nothing a real API server would: no uid (added here, on create, as a real one does), no status, no Job
-controller and no garbage collector (owner references are stored but never acted on).
+controller and no garbage collector (owner references are stored but never acted on). `job_pod` makes a pod
+the way the Job controller would, for tests that play that controller.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from datetime import datetime, timezone
 import kmock
 from kubernetes import client
 
-JOBS, SERVICES, SECRETS = "batch/v1/jobs", "v1/services", "v1/secrets"
+JOBS, SERVICES, SECRETS, PODS = "batch/v1/jobs", "v1/services", "v1/secrets", "v1/pods"
+NETWORK_POLICIES = "networking.k8s.io/v1/networkpolicies"
+_KINDS = {JOBS: "Job", SERVICES: "Service", SECRETS: "Secret", PODS: "Pod", NETWORK_POLICIES: "NetworkPolicy"}
 
 
 class _ApiServer(kmock.KubernetesEmulator):
@@ -41,9 +44,8 @@ class KubeEmulator:
     async def _serve(self) -> None:
         self._loop, self._done = asyncio.get_running_loop(), asyncio.Event()
         async with _ApiServer() as handler, kmock.Server(handler) as server:
-            handler.resources[JOBS] = kmock.ResourceInfo(kind="Job", namespaced=True)
-            handler.resources[SERVICES] = kmock.ResourceInfo(kind="Service", namespaced=True)
-            handler.resources[SECRETS] = kmock.ResourceInfo(kind="Secret", namespaced=True)
+            for resource, kind in _KINDS.items():
+                handler.resources[resource] = kmock.ResourceInfo(kind=kind, namespaced=True)
             self.handler, self.url = handler, str(server.url).rstrip("/")
             self._ready.set()
             await self._done.wait()
@@ -60,9 +62,9 @@ class KubeEmulator:
             self._loop.call_soon_threadsafe(self._done.set)
             self._thread.join(10)
 
-    def clients(self) -> tuple[client.BatchV1Api, client.CoreV1Api]:
+    def clients(self) -> tuple[client.BatchV1Api, client.CoreV1Api, client.NetworkingV1Api]:
         api = client.ApiClient(client.Configuration(host=self.url))
-        return client.BatchV1Api(api), client.CoreV1Api(api)
+        return client.BatchV1Api(api), client.CoreV1Api(api), client.NetworkingV1Api(api)
 
     def run(self, fn):
         """Runs `fn()` on the emulator's thread (between two requests) and returns its result."""
@@ -84,3 +86,15 @@ class KubeEmulator:
         """(path, query) of every request with this HTTP method so far."""
         return self.run(lambda: [(r.url.path, dict(r.params)) for r in list(self.handler)
                                  if r.method.value.upper() == method.upper()])
+
+
+def job_pod(job: dict, name: str, status: dict, created: datetime | None = None) -> dict:
+    """A pod of `job` as the Job controller makes it (its template, the job-name label, the Job as controller),
+    with `status` as the kubelet reports it, made at `created` (default: now)."""
+    template = job["spec"]["template"]
+    meta = {"name": name, "namespace": job["metadata"]["namespace"], "uid": str(uuid.uuid4()),
+            "creationTimestamp": (created or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "labels": {**template["metadata"]["labels"], "job-name": job["metadata"]["name"]},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"],
+                                 "uid": job["metadata"]["uid"], "controller": True}]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"], "status": status}

@@ -1,6 +1,8 @@
 """The control API as a user meets it: `maddpg api` (real uvicorn) on a free port, a real HTTP client, a tiny
-run started through the local launcher, watched, stopped gracefully, with no process left behind."""
+run started through the local launcher, watched, stopped gracefully, with no process left behind; a run that
+outlives a killed API, adopted by the next one, stopped and resumed from its checkpoint."""
 
+import json
 import os
 import signal
 import subprocess
@@ -88,6 +90,9 @@ def test_start_watch_stop_a_run_through_the_local_launcher(api):
     client, tmp_path = api
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert client.post("/runs", json=TINY).status_code == 401
+    huge = client.post("/runs", content=b"[" + b"1," * 5_000_000 + b"1]",
+                       headers={**auth, "content-type": "application/json"})
+    assert huge.status_code == 413  # 10 MB: refused by its Content-Length, unread
 
     created = client.post("/runs", json={**TINY, "run_id": "tiny"}, headers=auth)
     assert created.status_code == 201, created.text
@@ -128,7 +133,13 @@ def test_start_watch_stop_a_run_through_the_local_launcher(api):
     assert 'maddpg_api_requests_total{method="POST",route="/runs/{run_id}/stop",status="202"}' in metrics
 
 
-def test_a_run_finishes_and_an_api_restart_marks_orphans_failed(tmp_path):
+def _checkpoint_episodes(checkpoint: str) -> int:
+    return json.loads((Path(checkpoint) / "manifest.json").read_text())["counters"]["episodes"]
+
+
+def test_a_restarted_api_adopts_a_live_run_and_resumes_a_stopped_one(tmp_path):
+    """An API killed with SIGKILL leaves its local runs going; the next one adopts the live learner (same pid and
+    process identity), stops it, and resumes it from its final checkpoint under the same id."""
     auth = {"Authorization": f"Bearer {TOKEN}"}
     first = _Api(tmp_path, tmp_path / "runs")
     try:
@@ -140,15 +151,45 @@ def test_a_run_finishes_and_an_api_restart_marks_orphans_failed(tmp_path):
         assert done["status"] == "finished", done
         assert done["progress"]["episodes"] == 20 and done["progress"]["newest_checkpoint"]
         assert first.client.post("/runs/short/stop", headers=auth).status_code == 409
-        address = long.json()["endpoints"]["learner"]
+        assert first.client.post("/runs/short/resume", headers=auth).status_code == 409  # finished
+        _wait_for(lambda: first.client.get("/runs/long").json()["progress"]["episodes"] > 0, 60, "long's episodes")
+        learner, address = long.json()["pids"][0], long.json()["endpoints"]["learner"]
     finally:
-        first.close(signal.SIGKILL)  # the API dies; its children get SIGTERM (they die with their parent)
-    _wait_for(lambda: not _processes_mentioning(address), 60, "the orphaned run's processes to exit")
+        first.close(signal.SIGKILL)
+    assert learner in _processes_mentioning(address)  # the run outlived the API
 
-    second = _Api(tmp_path, tmp_path / "runs")
+    second, addresses = _Api(tmp_path, tmp_path / "runs"), [address]
     try:
-        runs = {r["id"]: r for r in second.client.get("/runs").json()["items"]}
-        assert runs["short"]["status"] == "finished"
-        assert runs["long"]["status"] == "failed" and "API restarted" in runs["long"]["reason"]
+        client = second.client
+        adopted = client.get("/runs/long").json()
+        assert adopted["status"] == "running" and adopted["pids"][0] == learner, adopted
+        seen = adopted["progress"]["episodes"]
+        _wait_for(lambda: client.get("/runs/long").json()["progress"]["episodes"] > seen, 60, "more episodes")
+        assert client.post("/runs/long/resume", headers=auth).status_code == 409  # running
+
+        assert client.post("/runs/long/stop", headers=auth).status_code == 202
+        stopped = _wait_for(lambda: (b := client.get("/runs/long").json())["status"] == "stopped" and b, 90,
+                            "the adopted run to stop")
+        _wait_for(lambda: not _processes_mentioning(address), 30, "the adopted learner and explorer to exit")
+        before = _checkpoint_episodes(stopped["progress"]["newest_checkpoint"])
+        assert before == stopped["progress"]["episodes"] > seen
+
+        resumed = client.post("/runs/long/resume", headers=auth)
+        assert resumed.status_code == 202, resumed.text
+        run = resumed.json()
+        addresses.append(run["endpoints"]["learner"])
+        assert run["status"] == "running" and run["pids"][0] != learner and run["reason"] is None
+        _wait_for(lambda: client.get("/runs/long").json()["progress"]["episodes"] > before + 5, 120,
+                  "the resumed run's episodes")
+        episodes = client.get("/runs/long/rewards").json()["episode"]
+        assert episodes == list(range(1, len(episodes) + 1))  # counted on from the checkpoint, none twice
+
+        assert client.post("/runs/long/stop", headers=auth).status_code == 202
+        final = _wait_for(lambda: (b := client.get("/runs/long").json())["status"] == "stopped" and b, 90,
+                          "the resumed run to stop")
+        assert _checkpoint_episodes(final["progress"]["newest_checkpoint"]) > before + 5
+        _wait_for(lambda: not _processes_mentioning(run["endpoints"]["learner"]), 30, "the resumed run to exit")
     finally:
         second.close()
+        for pid in {pid for text in addresses for pid in _processes_mentioning(text)}:  # only if it failed
+            os.kill(pid, signal.SIGKILL)

@@ -5,6 +5,7 @@ values schema that names the bad field."""
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import os
@@ -27,23 +28,31 @@ KUBE_VERSIONS = ("1.25.0", "1.37.0")
 MONITORING = "monitoring.coreos.com/v1"  # Prometheus Operator CRDs: unknown to kubernetes-validate
 
 # What the kubernetes launcher calls (services/api/launchers/kubernetes.py RBAC_RULES, which the Role is also
-# compared with): Jobs, the learner's Service and the run's key Secret, nothing cluster-wide, no pods, and no
-# reading, listing or patching Secrets (each of those would show the data of any Secret of the namespace).
+# compared with): Jobs, the learner's Service and NetworkPolicy, the run's key Secret, listing pods (why one does
+# not start), nothing cluster-wide, no pod creation, exec or logs, and no reading, listing or patching Secrets
+# (each of those would show the data of any Secret of the namespace).
 EXPECTED_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "delete"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create", "delete"]},
 ]
 
 S3 = {"enabled": True, "endpoint": "http://minio.minio:9000", "bucket": "maddpg-ckpt", "prefix": "team/a/",
       "existingSecret": "s3-creds"}
 VALUE_SETS = {
     "defaults": {},
-    "external-redis": {"redis": {"external": {"url": "redis://redis.shared:6379/2"}}},
+    "external-redis": {"redis": {"external": {"url": "redis://redis.shared:6379/2"},
+                                 "auth": {"existingSecret": "shared-redis", "secretKey": "password"}}},
     "monitoring": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
                                "podMonitor": {"enabled": True, "interval": "10s"}}},
     "s3-token": {"s3": S3, "api": {"token": {"existingSecret": "api-token", "key": "bearer"}}},
-    "launcher-local": {"launcher": "local"},
+    "launcher-local": {"launcher": "local", "api": {"localRuns": {"resources": {
+        "requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "8", "memory": "16Gi"}}}}},
+    "pvc": {"checkpoints": {"pvc": {"enabled": True, "storageClass": "nfs", "size": "50Gi"}},
+            "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}],
+            "runs": {"learnerBackoffLimit": 5, "startDeadlineSeconds": 300, "jobTtlSeconds": 3600}},
     "persistence": {"api": {"persistence": {"enabled": True, "storageClass": "fast", "size": "5Gi"}},
                     "redis": {"persistence": {"storageClass": "fast"}},
                     "runs": {"image": {"repository": "registry.example/maddpg", "tag": "gpu", "pullPolicy": "Always"}},
@@ -182,7 +191,7 @@ def test_api_deployment_probes_resources_and_security(rendered):
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert set(mounts) == {"/data", "/tmp"}
+    assert set(mounts) - {"/checkpoints"} == {"/data", "/tmp"}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
 
@@ -220,9 +229,13 @@ def test_api_env_defaults():
     assert env["MADDPG_API_RUNS_DIR"]["value"] == "/data/runs"
     assert env["MADDPG_API_RUN_SERVICE_ACCOUNT"]["value"] == "maddpg-run"
     assert env["MADDPG_LOG_FORMAT"]["value"] == "json"
-    assert env["REDIS_URL"]["value"] == "redis://maddpg-redis.ml.svc:6379/0"
-    for absent in ("MADDPG_API_CHECKPOINT_URI", "MADDPG_API_S3_ENDPOINT", "MADDPG_API_S3_SECRET", "MADDPG_API_TOKEN",
-                   "MADDPG_METRICS_PORT"):
+    assert env["REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@maddpg-redis.ml.svc:6379/0"
+    assert env["MADDPG_API_LEARNER_BACKOFF_LIMIT"]["value"] == "3"
+    assert env["MADDPG_API_START_DEADLINE_S"]["value"] == "600"
+    assert env["MADDPG_API_JOB_TTL_S"]["value"] == "86400"
+    assert env["MADDPG_API_IMAGE_PULL_SECRETS"]["value"] == "[]"
+    for absent in ("MADDPG_API_CHECKPOINT_URI", "MADDPG_API_CHECKPOINT_PVC", "MADDPG_API_S3_ENDPOINT",
+                   "MADDPG_API_S3_SECRET", "MADDPG_API_TOKEN", "MADDPG_METRICS_PORT"):
         assert absent not in env
     assert "envFrom" not in api_container(objects)
 
@@ -241,29 +254,101 @@ def test_api_env_with_s3_and_a_token_secret():
     assert "MADDPG_API_S3_ENDPOINT" not in env and "MADDPG_API_S3_SECRET" not in env
 
 
-def test_api_settings_read_every_variable_the_chart_sets(monkeypatch):
-    """The env the chart gives the API, fed to the API's own settings class: same names, values it accepts."""
+def _settings_from_env(monkeypatch, container: dict, secrets: dict[str, str] | None = None):
+    """ApiSettings from the env the chart gives the API container, with $(VAR) expanded as Kubernetes does; and
+    the values of the settings services/api/settings.py may not define yet (objects.NEW_SETTINGS), parsed as
+    pydantic-settings would (JSON for lists and dicts)."""
+    from services.api.launchers.objects import NEW_SETTINGS
     from services.api.settings import ApiSettings
 
-    container = api_container(render(VALUE_SETS["s3-token"]))
-    for name in [n for n in os.environ if n.startswith("MADDPG_API_") or n == "REDIS_URL"]:
+    for name in [n for n in os.environ if n.startswith("MADDPG_API_") or n in ("REDIS_URL", "REDIS_PASSWORD")]:
         monkeypatch.delenv(name)
-    resolved = {"fieldRef": NAMESPACE, "secretKeyRef": "the-token"}
+    values, new = {}, {}
     for var in container["env"]:
-        value = var["value"] if "value" in var else resolved[next(iter(var["valueFrom"]))]
+        if "value" in var:
+            value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: values.get(m.group(1), m.group(0)),
+                           var["value"])
+        elif "fieldRef" in var["valueFrom"]:
+            value = NAMESPACE
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            value = (secrets or {})[f"{ref['name']}/{ref['key']}"]
+        values[var["name"]] = value
         monkeypatch.setenv(var["name"], value)
         if var["name"].startswith("MADDPG_API_"):
             field = var["name"].removeprefix("MADDPG_API_").lower()
-            assert field in ApiSettings.model_fields, f"{var['name']}: no such setting in services/api/settings.py"
-    settings = ApiSettings()
+            assert field in ApiSettings.model_fields or field in NEW_SETTINGS, (
+                f"{var['name']}: no such setting in services/api/settings.py (nor in objects.NEW_SETTINGS)")
+            if field not in ApiSettings.model_fields:
+                kind = type(NEW_SETTINGS[field])
+                new[field] = json.loads(value) if kind in (list, dict) else kind(value) if kind is not type(None) \
+                    else value
+    return ApiSettings(), new
+
+
+def test_api_settings_read_every_variable_the_chart_sets(monkeypatch):
+    """The env the chart gives the API, fed to the API's own settings class: same names, values it accepts."""
+    container = api_container(render(VALUE_SETS["s3-token"]))
+    settings, _ = _settings_from_env(monkeypatch, container, {"api-token/bearer": "the-token",
+                                                              "maddpg-redis/redis-password": "pw"})
     assert settings.launcher == "kubernetes" and settings.namespace == NAMESPACE
     assert settings.image == "maddpg:0.1.0" and settings.image_pull_policy == "IfNotPresent"
     assert settings.run_service_account == "maddpg-run"
     assert settings.runs_dir == Path("/data/runs")
-    assert settings.redis_url == "redis://maddpg-redis.ml.svc:6379/0"
+    assert settings.redis_url == "redis://:pw@maddpg-redis.ml.svc:6379/0"
     assert settings.checkpoint_uri == "s3://maddpg-ckpt/team/a"
     assert settings.s3_endpoint == "http://minio.minio:9000" and settings.s3_secret == "s3-creds"
     assert settings.token.get_secret_value() == "the-token"
+
+
+def test_the_launcher_configuration_follows_the_values(monkeypatch):
+    """Values -> the API's env -> ClusterConfig.from_settings: what the run pods will get."""
+    from types import SimpleNamespace
+
+    from services.api.launchers.objects import CHECKPOINT_MOUNT, ClusterConfig
+
+    objects = render(VALUE_SETS["pvc"])
+    settings, new = _settings_from_env(monkeypatch, api_container(objects), {"maddpg-redis/redis-password": "pw"})
+    config = ClusterConfig.from_settings(SimpleNamespace(**dict(settings), **new))
+    claim = one(objects, "PersistentVolumeClaim", "checkpoints")
+    assert config.checkpoint_pvc == claim["metadata"]["name"] == "maddpg-checkpoints" and not config.checkpoint_uri
+    assert config.start_problem() is None and config.run_checkpoints("r1") == "file:///checkpoints/r1"
+    assert config.image_pull_secrets == ("regcred", "mirror")
+    assert config.redis_password_secret == "maddpg-redis" and config.redis_password_key == "redis-password"
+    # The runs' pods get the password as the API does: from the Secret, never in the Job.
+    from maddpg.runspec import RunSpec
+    from services.api.launchers.objects import learner_job
+    from services.api.schemas import LEARNER_RESOURCES
+
+    run_env = {e["name"]: e for e in learner_job("r1", RunSpec(), config, LEARNER_RESOURCES)["spec"]["template"][
+        "spec"]["containers"][0]["env"]}
+    api_env = env_of(api_container(objects))
+    assert run_env["REDIS_URL"] == api_env["REDIS_URL"] and run_env["REDIS_PASSWORD"] == api_env["REDIS_PASSWORD"]
+    assert (config.learner_backoff_limit, config.start_deadline_s, config.job_ttl_s) == (5, 300, 3600)
+    # The API reads every run's folder where the learner pods write theirs.
+    pod = one(objects, "Deployment", "api")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in api_container(objects)["volumeMounts"] if m["mountPath"] == CHECKPOINT_MOUNT]
+    assert mount["readOnly"] is True
+    assert volumes[mount["name"]]["persistentVolumeClaim"] == {"claimName": "maddpg-checkpoints", "readOnly": True}
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+
+
+def test_the_checkpoint_claim_is_kept_and_can_be_an_existing_one():
+    claim = one(render(VALUE_SETS["pvc"]), "PersistentVolumeClaim", "checkpoints")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"] == "nfs"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    objects = render({"checkpoints": {"pvc": {"enabled": True, "existingClaim": "shared-ckpt",
+                                              "accessMode": "ReadWriteOnce"}}})
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert env_of(api_container(objects))["MADDPG_API_CHECKPOINT_PVC"]["value"] == "shared-ckpt"
+    assert not [o for o in render({}) if o["kind"] == "PersistentVolumeClaim"]
+
+
+def test_two_checkpoint_stores_are_refused():
+    with pytest.raises(Exception, match="choose one checkpoint store"):
+        render({"s3": S3, "checkpoints": {"pvc": {"enabled": True}}})
 
 
 def test_run_pods_image_and_service_account_follow_values():
@@ -294,6 +379,21 @@ def test_role_allows_exactly_what_the_kubernetes_launcher_needs():
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
 
 
+@pytest.mark.parametrize("resources", [{}, {"requests": {"cpu": "4", "memory": "8Gi"}},
+                                       {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "8"}}])
+def test_local_launcher_needs_resources_sized_for_its_runs(resources):
+    """A default run alone exceeds the API's 1 CPU / 1Gi: launcher=local needs resources meant for runs."""
+    with pytest.raises(Exception, match="set api.localRuns.resources"):
+        render({"launcher": "local", "api": {"localRuns": {"resources": resources}}})
+
+
+def test_local_runs_resources_replace_the_api_resources():
+    container = api_container(render(VALUE_SETS["launcher-local"]))
+    assert container["resources"] == VALUE_SETS["launcher-local"]["api"]["localRuns"]["resources"]
+    container = api_container(render({"api": {"localRuns": {"resources": {"limits": {"cpu": "64"}}}}}))
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}  # kubernetes: api.resources
+
+
 def test_local_launcher_gets_no_kubernetes_access():
     objects = render(VALUE_SETS["launcher-local"])
     assert not [o for o in objects if o["kind"] in ("Role", "RoleBinding")]
@@ -309,7 +409,8 @@ def test_bundled_redis_is_a_persistent_non_root_statefulset_behind_redis_url():
     statefulset = one(objects, "StatefulSet", "redis")
     pod = statefulset["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["args"][:3] == ["redis-server", "--appendonly", "yes"]
+    assert container["args"][:2] == ["sh", "-c"] and container["args"][2].startswith(
+        "exec redis-server - --appendonly yes --dir /data")  # PID 1, the password on stdin
     assert "redis-cli" in " ".join(container["livenessProbe"]["exec"]["command"])
     assert "ping" in " ".join(container["readinessProbe"]["exec"]["command"])
     assert pod["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["runAsNonRoot"] is True
@@ -324,7 +425,7 @@ def test_bundled_redis_is_a_persistent_non_root_statefulset_behind_redis_url():
                 and o["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"}
     assert services[statefulset["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
     url = env_of(api_container(objects))["REDIS_URL"]["value"]
-    host = re.fullmatch(r"redis://([^.:/]+)\.ml\.svc:6379/0", url).group(1)
+    host = re.fullmatch(r"redis://:\$\(REDIS_PASSWORD\)@([^.:/]+)\.ml\.svc:6379/0", url).group(1)
     assert services[host]["spec"]["ports"][0]["port"] == 6379
     assert services[host]["spec"]["selector"].items() <= statefulset["spec"]["template"]["metadata"]["labels"].items()
 
@@ -333,7 +434,116 @@ def test_external_redis_replaces_the_bundled_one():
     objects = render(VALUE_SETS["external-redis"])
     assert not [o for o in objects if o["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"]
     env = env_of(api_container(objects))
-    assert env["REDIS_URL"]["value"] == "redis://redis.shared:6379/2"
+    assert env["REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@redis.shared:6379/2"
+    assert env["REDIS_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "shared-redis", "key": "password"}}
+    assert env["MADDPG_API_REDIS_PASSWORD_SECRET"]["value"] == "shared-redis"
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    env = env_of(api_container(render({"redis": {"external": {"url": "rediss://r.example:6380/0"},
+                                                 "auth": {"enabled": False}}})))
+    assert env["REDIS_URL"]["value"] == "rediss://r.example:6380/0"
+    assert "REDIS_PASSWORD" not in env and "MADDPG_API_REDIS_PASSWORD_SECRET" not in env
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"redis": {"external": {"url": "redis://:hunter2@r:6379/0"}, "auth": {"existingSecret": "s"}}},
+     "holds credentials"),
+    ({"redis": {"external": {"url": "redis://r:6379/0"}}}, "needs its password"),
+])
+def test_a_redis_password_is_never_a_plain_value(values, message):
+    with pytest.raises(Exception, match=message):
+        render(values)
+
+
+def test_the_bundled_redis_password_is_a_generated_secret_the_api_and_redis_read():
+    objects = render({})
+    secret = one(objects, "Secret", "redis")
+    password = base64.b64decode(secret["data"]["redis-password"]).decode()
+    assert re.fullmatch("[A-Za-z0-9]{32}", password)
+    assert password not in json.dumps([o for o in objects if o["kind"] != "Secret"])
+    (redis,) = one(objects, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"]
+    ref = {"secretKeyRef": {"name": secret["metadata"]["name"], "key": "redis-password"}}
+    assert env_of(redis)["REDIS_PASSWORD"]["valueFrom"] == env_of(redis)["REDISCLI_AUTH"]["valueFrom"] == ref
+    assert 'requirepass "$REDIS_PASSWORD"' in redis["args"][2]
+    env = env_of(api_container(objects))
+    names = [e["name"] for e in api_container(objects)["env"]]
+    assert env["REDIS_PASSWORD"]["valueFrom"] == ref and names.index("REDIS_PASSWORD") < names.index("REDIS_URL")
+    assert env["MADDPG_API_REDIS_PASSWORD_SECRET"]["value"] == "maddpg-redis"
+    assert env["MADDPG_API_REDIS_PASSWORD_KEY"]["value"] == "redis-password"
+
+    objects = render({"redis": {"auth": {"enabled": False}}})
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    (redis,) = one(objects, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"]
+    assert redis["args"][:3] == ["redis-server", "--appendonly", "yes"] and "env" not in redis
+    assert env_of(api_container(objects))["REDIS_URL"]["value"] == "redis://maddpg-redis.ml.svc:6379/0"
+
+
+# ---------------------------------------------------------------- NetworkPolicies
+def _selects(selector: dict, pod_labels: dict) -> bool:
+    return selector.get("matchLabels", {}).items() <= pod_labels.items()
+
+
+def _policies_of(objects: list[dict], pod_labels: dict) -> list[dict]:
+    return [o for o in objects if o["kind"] == "NetworkPolicy" and _selects(o["spec"]["podSelector"], pod_labels)]
+
+
+def test_network_policies_let_only_the_api_and_runs_reach_redis_and_prometheus_reach_metrics(monkeypatch):
+    from types import SimpleNamespace
+
+    from maddpg.runspec import RunSpec
+    from services.api.launchers.objects import (ClusterConfig, explorer_job, labels, learner_job,
+                                                learner_network_policy, owner_reference)
+    from services.api.schemas import EXPLORER_RESOURCES, LEARNER_RESOURCES
+
+    values = {"networkPolicy": {"metrics": {"namespaceLabels": {"kubernetes.io/metadata.name": "monitoring"}}}}
+    objects = render(values)
+    api_pod = one(objects, "Deployment", "api")["spec"]["template"]["metadata"]["labels"]
+    redis_pod = one(objects, "StatefulSet", "redis")["spec"]["template"]["metadata"]["labels"]
+    learner_pod, explorer_pod = labels("r1", "learner"), labels("r1", "explorer")  # what the launcher makes
+
+    (redis_policy,) = _policies_of(objects, redis_pod)
+    (rule,) = redis_policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    for client in (api_pod, learner_pod, explorer_pod):
+        assert any(_selects(peer["podSelector"], client) for peer in rule["from"])
+    assert not any(_selects(peer["podSelector"], {"app": "intruder"}) for peer in rule["from"])
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # this namespace only
+
+    (api_policy,) = _policies_of(objects, api_pod)
+    assert api_policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+    # The runs' pods: metrics from Prometheus (chart), and a learner's ZeroMQ port from its explorers (per run,
+    # made by the launcher with the labels the chart gives it).
+    (runs_policy,) = _policies_of(objects, explorer_pod)
+    assert _policies_of(objects, learner_pod) == [runs_policy]
+    (metrics,) = runs_policy["spec"]["ingress"]
+    assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    settings, new = _settings_from_env(monkeypatch, api_container(objects), {"maddpg-redis/redis-password": "pw"})
+    config = ClusterConfig.from_settings(SimpleNamespace(**dict(settings), **new))
+    run_policy = learner_network_policy("r1", config, owner_reference("maddpg-r1-learner", "u"))
+    assert run_policy["spec"]["ingress"][1]["from"] == metrics["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    spec = RunSpec()
+    for job in (learner_job("r1", spec, config, LEARNER_RESOURCES),
+                explorer_job("r1", spec, config, EXPLORER_RESOURCES, owner_reference("maddpg-r1-learner", "u"))):
+        assert job["spec"]["template"]["metadata"]["labels"] in (learner_pod, explorer_pod)
+    # The API and Redis pods are no run pods.
+    assert not _selects(runs_policy["spec"]["podSelector"], api_pod)
+    assert not _selects(runs_policy["spec"]["podSelector"], redis_pod)
+
+
+def test_network_policies_are_optional_and_follow_the_bundled_redis():
+    assert not [o for o in render({"networkPolicy": {"enabled": False}}) if o["kind"] == "NetworkPolicy"]
+    names = sorted(o["metadata"]["name"] for o in render(VALUE_SETS["external-redis"]) if o["kind"] == "NetworkPolicy")
+    assert names == ["maddpg-api", "maddpg-runs"]
+    env = env_of(api_container(render({})))
+    assert json.loads(env["MADDPG_API_METRICS_NAMESPACE_LABELS"]["value"]) == {}
+    assert json.loads(env["MADDPG_API_METRICS_POD_LABELS"]["value"]) == {"app.kubernetes.io/name": "prometheus"}
+    objects = render({"networkPolicy": {"metrics": {"podLabels": {"app": "prom"}}}})  # replaces the default
+    assert json.loads(env_of(api_container(objects))["MADDPG_API_METRICS_POD_LABELS"]["value"]) == {"app": "prom"}
+    (runs_policy,) = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "maddpg-runs"]
+    assert runs_policy["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {},
+                                                         "podSelector": {"matchLabels": {"app": "prom"}}}]
 
 
 # ---------------------------------------------------------------- Prometheus Operator objects (checked by hand)
@@ -431,6 +641,9 @@ def test_every_dashboard_file_becomes_a_sidecar_configmap(chart_with_dashboards)
     ({"redis": {"image": {"pullPolicy": "always"}}}, "/redis/image/pullPolicy"),
     ({"replicas": 2}, "'replicas'"),
     ({"s3": {"bukket": "x"}}, "'bukket'"),
+    ({"checkpoints": {"pvc": {"accessMode": "ReadWriteOncePod"}}}, "/checkpoints/pvc/accessMode"),
+    ({"runs": {"startDeadlineSeconds": 5}}, "/runs/startDeadlineSeconds"),
+    ({"runs": {"learnerBackoffLimit": -1}}, "/runs/learnerBackoffLimit"),
 ])
 def test_schema_rejects_bad_values_naming_the_field(values, field):
     with helm.Chart.load(CHART) as chart:
@@ -472,7 +685,8 @@ def test_notes_tell_how_to_reach_the_api():
     assert f"kubectl --namespace {NAMESPACE} port-forward svc/maddpg-api 8000:8000" in text
     assert "http://127.0.0.1:8000/docs" in text
     assert "curl -X POST http://127.0.0.1:8000/runs" in text
-    assert "S3 is off" in text
+    assert "The API REFUSES RUNS" in text and "checkpoints.pvc.enabled=true" in text
+    assert "claim maddpg-checkpoints (ReadWriteMany)" in notes(VALUE_SETS["pvc"])
     text = notes(VALUE_SETS["s3-token"])
     assert "authorization: Bearer $TOKEN" in text and "get secret api-token" in text
     assert "s3://maddpg-ckpt/team/a at http://minio.minio:9000" in text

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -23,6 +23,7 @@ class Launched:
     pids: list[int]  # local launcher: the learner's first; none for pods
     endpoints: dict[str, str]  # "learner": its ZeroMQ address; "checkpoints": the run's checkpoint store, if known
     run_dir: str  # the run folder on the API's host; "" when it lives elsewhere (in the learner pod)
+    procs: list[str] = field(default_factory=list)  # local launcher: an identity per pid (see RunRecord.procs)
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,34 @@ class PodOptions:
     learner: Resources = LEARNER_RESOURCES
     explorer: Resources = EXPLORER_RESOURCES
 
+    def to_dict(self) -> dict:
+        """For the registry (RunRecord.pods), so that a resumed run gets the pods it was started with."""
+        return {"image": self.image, "learner": self.learner.model_dump(), "explorer": self.explorer.model_dump()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PodOptions:
+        """The options `to_dict` wrote; the defaults for what a record of an earlier API lacks."""
+        return cls(data.get("image"),
+                   Resources.model_validate(data["learner"]) if "learner" in data else LEARNER_RESOURCES,
+                   Resources.model_validate(data["explorer"]) if "explorer" in data else EXPLORER_RESOURCES)
+
 
 class Launcher(Protocol):
-    """Runs a run's processes. Call order: `start`, then `stop` (any number of times); `alive` while
-    reconciling the registry; `problem` for readiness; `close` at shutdown.
+    """Runs a run's processes. Call order: `start`, then `stop` (any number of times); `resume` once the run
+    ended stopped or failed; `alive` while reconciling the registry; `problem` for readiness; `close` at
+    shutdown.
 
-    A launcher reports how each run it started (or found `alive`) ended through its `on_exit` callback.
+    A launcher reports how each run it started, resumed (or found `alive`) ended through its `on_exit` callback.
     """
 
     def start(self, run_id: str, spec: RunSpec, run_dir: Path, pods: PodOptions = PodOptions()) -> Launched: ...
+
+    def resume(self, record: RunRecord, spec: RunSpec, pods: PodOptions = PodOptions()) -> Launched:
+        """Starts the processes of a run that ended (stopped or failed, none of its processes left) again, under
+        its id, from its newest checkpoint: `spec` is its registered spec, `pods` the options it was started
+        with. The learner restores the checkpoint because the spec it gets has `restore` set to where the run's
+        checkpoints are (local: its run folder, written on in place; kubernetes: the run's checkpoint store,
+        the same Job names). Raises LaunchError, like `start`."""
 
     def stop(self, record: RunRecord) -> None: ...
 
@@ -84,8 +104,9 @@ def reconcile(registry, launcher: Launcher) -> list[str]:
             done = registry.update(record.id, only_from=("stopping",), status="stopped")
         else:
             done = registry.update(record.id, only_from=("running",), status="failed",
-                                   reason="the run's learner is gone (the API restarted, or it was removed "
-                                          "outside the API)")
+                                   reason="the run's learner is gone (it ended while the API restarted, or it was "
+                                          "removed outside the API); POST /runs/{id}/resume continues it from its "
+                                          "newest checkpoint")
         if done:
             changed.append(record.id)
     return changed

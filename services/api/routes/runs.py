@@ -1,35 +1,54 @@
-"""Runs: start, list, show, stop, and their episode rewards."""
+"""Runs: start, list, show, stop, resume, and their episode rewards."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 
 from maddpg.runfolder import SPEC
-from maddpg.runspec import RunSpec
+from maddpg.runspec import RunSpec, format_validation_error
+from services.api.admission import memory_problem
 from services.api.deps import Authorized, LauncherDep, ProgressDep, RegistryDep, SettingsDep
-from services.api.launchers import LaunchError, PodOptions, reconcile
+from services.api.launchers import Launched, LaunchError, PodOptions, reconcile
 from services.api.progress import read_rewards
-from services.api.registry import DuplicateRunError, RunRecord
+from services.api.quantities import quantity
+from services.api.registry import DuplicateRunError, RunRecord, TooManyRunsError
 from services.api.schemas import Progress, Rewards, RunCreate, RunOut, RunPage, RunStatus
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(prefix="/runs", tags=["runs"], responses={
+    413: {"description": "the request body is above MADDPG_API_MAX_BODY_BYTES"},
+    503: {"description": "the run registry (SQLite or Redis) is unavailable"}})
 
 _NOT_FOUND = {404: {"description": "no run with this id"}}
 _AUTH = {401: {"description": "a bearer token is configured and the request lacks it"}}
+_TOO_MANY = {429: {"description": "MADDPG_API_MAX_ACTIVE_RUNS runs are running or stopping; Retry-After says when "
+                                  "to ask again"}}
+_NOT_STARTED = {503: {"description": "the launcher could not start the run, or the run registry is unavailable"}}
+RESUMABLE = ("stopped", "failed")
+RETRY_AFTER_S = 30  # a stopping run ends within the stop timeout; most end much sooner
 
 
 def _time(t: float) -> datetime:
     return datetime.fromtimestamp(t, tz=timezone.utc)
 
 
+def _spec(stored: dict) -> RunSpec:
+    """A registered run's spec; one registered under looser bounds is shown as stored rather than failing every
+    listing that includes it."""
+    try:
+        return RunSpec.model_validate(stored)
+    except ValidationError:
+        return RunSpec.model_construct(**stored)
+
+
 def _out(record: RunRecord, progress: dict) -> RunOut:
-    return RunOut(id=record.id, status=record.status, spec=RunSpec.model_validate(record.spec),
+    return RunOut(id=record.id, status=record.status, spec=_spec(record.spec),
                   progress=Progress(**progress), endpoints=record.endpoints,
                   pids=record.pids, run_dir=record.run_dir, created=_time(record.created),
                   updated=_time(record.updated), reason=record.reason)
@@ -59,6 +78,29 @@ def _check_limits(body: RunCreate, settings) -> None:
                                  f"this API runs local processes", body.model_dump(mode="json", include={name})[name])
 
 
+def _check_memory(body: RunCreate, spec: RunSpec, settings) -> None:
+    """422 naming the field to lower when the run's learner would not fit in its memory limit: the API's, or the
+    learner pod's when lower."""
+    limit, name = settings.max_run_memory_bytes, "MADDPG_API_MAX_RUN_MEMORY"
+    pod_limit = int(quantity(body.learner_resources.limits.memory))
+    if settings.launcher == "kubernetes" and pod_limit < limit:
+        limit, name = pod_limit, "learner_resources.limits.memory"
+    try:
+        problem = memory_problem(spec, limit, name)
+    except ValueError as e:
+        raise _field_error("env_kwargs", f"{spec.scenario} refuses these keyword arguments: {e}",
+                           spec.env_kwargs) from None
+    if problem is not None:
+        raise _field_error(problem[0], problem[1], getattr(spec, problem[0]))
+
+
+def _too_many(e: TooManyRunsError) -> HTTPException:
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                         f"{e.limit} runs are running or stopping, the most this API runs at once "
+                         f"(MADDPG_API_MAX_ACTIVE_RUNS): stop one, or try again once one has ended",
+                         headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def _get(registry, run_id: str) -> RunRecord:
     record = registry.get(run_id)
     if record is None:
@@ -68,33 +110,44 @@ def _get(registry, run_id: str) -> RunRecord:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunOut, dependencies=[Authorized],
              responses={**_AUTH, 400: {"description": "the body is not JSON"},
-                        409: {"description": "a run with this id exists"},
-                        503: {"description": "the launcher could not start the run"}})
-async def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep,
-                     progress: ProgressDep):
+                        409: {"description": "a run with this id exists"}, **_TOO_MANY, **_NOT_STARTED})
+def create_run(body: RunCreate, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep,
+               progress: ProgressDep) -> RunOut:
     """Starts a learner and `explorers` explorers for the run spec (local processes, or Kubernetes Jobs with the
-    kubernetes launcher); answers with the new run."""
+    kubernetes launcher); answers with the new run.
+
+    A plain function: FastAPI runs it in its thread pool, where the registry's and the launcher's blocking calls
+    do not stall the event loop."""
     _check_limits(body, settings)
-    run_id = body.run_id or f"run-{uuid.uuid4().hex[:12]}"
     spec = body.spec()
+    _check_memory(body, spec, settings)
+    run_id = body.run_id or f"run-{uuid.uuid4().hex[:12]}"
     run_dir = settings.runs_dir / run_id
     if (run_dir / SPEC).exists():
         raise HTTPException(status.HTTP_409_CONFLICT, f"run folder {run_dir} already holds a run")
-    record = RunRecord(id=run_id, status="running", spec=spec.model_dump(mode="json"), run_dir=str(run_dir))
+    pods = PodOptions(body.image, body.learner_resources, body.explorer_resources)
+    record = RunRecord(id=run_id, status="running", spec=spec.model_dump(mode="json"), run_dir=str(run_dir),
+                       pods=pods.to_dict())
     try:
-        registry.add(record)
+        registry.add(record, max_active=settings.active_run_cap)
     except DuplicateRunError:
         raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} exists") from None
+    except TooManyRunsError as e:
+        raise _too_many(e) from None
+    record = _launch(registry, run_id, lambda: launcher.start(run_id, spec, run_dir, pods))
+    return _out(record, progress(record, refresh=False))  # nothing to read in a store yet
+
+
+def _launch(registry, run_id: str, start: Callable[[], Launched]) -> RunRecord:
+    """Starts a registered run's processes and records them; a launcher that fails makes the run failed, 503."""
     try:
-        launched = await run_in_threadpool(
-            launcher.start, run_id, spec, run_dir,
-            PodOptions(body.image, body.learner_resources, body.explorer_resources))
+        launched = start()
     except LaunchError as e:
         registry.update(run_id, status="failed", reason=str(e))
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from None
-    registry.update(run_id, pids=launched.pids, endpoints=launched.endpoints, run_dir=launched.run_dir)
-    record = _get(registry, run_id)
-    return _out(record, progress(record, refresh=False))  # nothing to read in a store yet
+    registry.update(run_id, pids=launched.pids, procs=launched.procs, endpoints=launched.endpoints,
+                    run_dir=launched.run_dir)
+    return _get(registry, run_id)
 
 
 @router.get("", response_model=RunPage)
@@ -135,6 +188,39 @@ def stop_run(run_id: str, registry: RegistryDep, launcher: LauncherDep, progress
         launcher.stop(record)
     record = _get(registry, run_id)
     return _out(record, progress(record))
+
+
+@router.post("/{run_id}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=RunOut,
+             dependencies=[Authorized],
+             responses={**_NOT_FOUND, **_AUTH, **_TOO_MANY,
+                        409: {"description": "the run is running, stopping or finished, or has no checkpoint yet"},
+                        **_NOT_STARTED})
+def resume_run(run_id: str, settings: SettingsDep, registry: RegistryDep, launcher: LauncherDep,
+               progress: ProgressDep) -> RunOut:
+    """Continues a stopped or failed run from its newest checkpoint, under the same id: its learner restores the
+    checkpoint (a local run's folder, a kubernetes run's checkpoint store) and counts its episodes on from there;
+    its explorers start anew. The run is `running` again, with new pids and endpoints."""
+    record = _get(registry, run_id)
+    if record.status not in RESUMABLE:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} is {record.status}; only a stopped or "
+                                                      f"failed run resumes")
+    try:
+        spec = RunSpec.model_validate(record.spec)
+    except ValidationError as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} was registered under looser bounds and "
+                                                      f"cannot resume: {format_validation_error(e)}") from None
+    if not progress(record).get("newest_checkpoint"):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} has no checkpoint to resume from (it ended "
+                                                      f"before its first); start a new run")
+    try:
+        if not registry.update(run_id, only_from=RESUMABLE, max_active=settings.active_run_cap, status="running",
+                               reason=None):
+            raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} changed meanwhile; look at it again")
+    except TooManyRunsError as e:
+        raise _too_many(e) from None
+    pods = PodOptions.from_dict(record.pods)
+    resumed = _launch(registry, run_id, lambda: launcher.resume(record, spec, pods))
+    return _out(resumed, progress(resumed))
 
 
 @router.get("/{run_id}/rewards", response_model=Rewards, responses=_NOT_FOUND)

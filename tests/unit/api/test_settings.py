@@ -20,6 +20,18 @@ def test_settings_from_the_environment(monkeypatch, tmp_path):
     assert settings.runs_dir == tmp_path and settings.token.get_secret_value() == "t"
     assert settings.max_explorers == 3 and settings.registry_path == tmp_path / "registry.sqlite3"
     assert settings.redis_url is None and settings.launcher == "local"
+    assert (settings.active_run_cap, settings.max_run_memory_bytes, settings.max_body_bytes) == (4, 4 * 2**30, 65_536)
+    monkeypatch.setenv("MADDPG_API_MAX_ACTIVE_RUNS", "2")
+    monkeypatch.setenv("MADDPG_API_MAX_RUN_MEMORY", "512Mi")
+    monkeypatch.setenv("MADDPG_API_MAX_BODY_BYTES", "4096")
+    settings = ApiSettings()
+    assert (settings.active_run_cap, settings.max_run_memory_bytes, settings.max_body_bytes) == (2, 2**29, 4096)
+
+
+def test_the_active_run_cap_defaults_by_launcher(tmp_path):
+    assert ApiSettings(runs_dir=tmp_path, launcher="kubernetes", image="maddpg:dev").active_run_cap == 64
+    assert ApiSettings(runs_dir=tmp_path, launcher="kubernetes", image="maddpg:dev",
+                       max_active_runs=3).active_run_cap == 3
 
 
 def test_the_helm_chart_variables(monkeypatch, tmp_path):
@@ -55,7 +67,8 @@ def test_the_namespace_defaults_to_the_pods_own(monkeypatch, tmp_path):
 @pytest.mark.parametrize("field, value", [
     ("checkpoint_uri", "bucket/runs"), ("s3_endpoint", "minio:9000"), ("namespace", "Bad_NS"),
     ("redis_url", "localhost:6379"), ("image_pull_policy", "Sometimes"), ("stop_timeout_s", 0),
-    ("image", "Maddpg Latest"),
+    ("image", "Maddpg Latest"), ("max_active_runs", 0), ("max_run_memory", "0"), ("max_run_memory", "4 GiB"),
+    ("max_body_bytes", 10),
 ])
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ValidationError, match=field):
