@@ -61,11 +61,16 @@ class LocalRun:
         self.explorers: list[subprocess.Popen] = []
         self.key = RunKey.load() or RunKey.generate()  # only this run's processes can talk to its learner
 
-    def _spawn(self, args: list[str], **kwargs) -> subprocess.Popen:
+    def environment(self) -> dict[str, str]:
+        """The run processes' environment: one BLAS thread, quiet TensorFlow, the run's key."""
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
                "MADDPG_LOG_FORMAT": os.environ.get("MADDPG_LOG_FORMAT", "text"), "MADDPG_RUN_KEY": self.key.text}
         env.pop("MADDPG_RUN_KEY_FILE", None)
-        return subprocess.Popen([console_script(), *args], env=env, preexec_fn=_die_with_parent, **kwargs)
+        return env
+
+    def _spawn(self, args: list[str], **kwargs) -> subprocess.Popen:
+        return subprocess.Popen([console_script(), *args], env=self.environment(), preexec_fn=_die_with_parent,
+                                **kwargs)
 
     def start(self) -> None:
         self.start_learner()

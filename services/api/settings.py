@@ -75,6 +75,26 @@ class ApiSettings(BaseSettings):
         description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the pods (envFrom, optional)")
     run_service_account: str | None = Field(
         None, pattern=_DNS_SUBDOMAIN, description="service account of the runs' pods; default: the namespace's")
+    checkpoint_pvc: str | None = Field(
+        None, pattern=_DNS_SUBDOMAIN,
+        description="PersistentVolumeClaim for runs' checkpoints, a folder per run; only one of this and "
+                    "CHECKPOINT_URI (kubernetes runs need one: checkpoints in a pod die with it)")
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Secrets the kubelet pulls the run pods' image with (JSON list)")
+    learner_backoff_limit: int = Field(
+        3, ge=0, le=100, description="learner pod failures retried (evictions and exit code 2 aside)")
+    start_deadline_s: float = Field(
+        600.0, gt=0, le=86_400, description="seconds a run's pod may be unable to start before the run fails")
+    job_ttl_s: int = Field(86_400, ge=0, description="ttlSecondsAfterFinished of runs' Jobs (keeps logs readable)")
+    redis_password_secret: str | None = Field(
+        None, pattern=_DNS_SUBDOMAIN,
+        description="Secret holding the Redis password, for run pods (required when REDIS_URL has one)")
+    redis_password_key: str = Field("redis-password", max_length=253, description="key of the password in it")
+    metrics_namespace_labels: dict[str, str] = Field(
+        default_factory=dict, description="Prometheus's namespace labels for each run's NetworkPolicy ({}: any)")
+    metrics_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"},
+        description="Prometheus pod labels for each run's NetworkPolicy")
 
     @model_validator(mode="after")
     def _kubernetes_needs_an_image(self) -> ApiSettings:

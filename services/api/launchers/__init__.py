@@ -76,6 +76,10 @@ class LaunchError(Exception):
     """The launcher could not start a run."""
 
 
+class LaunchRefused(LaunchError):
+    """The launcher will not start any run as configured (the message names the setting to add)."""
+
+
 def make_launcher(settings: ApiSettings, on_exit: OnExit) -> Launcher:
     """The launcher named in the settings.
 

@@ -26,7 +26,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from maddpg.runspec import RunSpec
 from maddpg.transport.security import RunKey
-from services.api.launchers import Launched, LaunchError, OnExit, PodOptions
+from services.api.launchers import Launched, LaunchError, LaunchRefused, OnExit, PodOptions
 from services.api.launchers.kube_status import StartDeadline, failed_condition, outcome
 from services.api.launchers.objects import (RUN_ID_LABEL, ZMQ_PORT, ClusterConfig, RunNames, explorer_job,
                                             learner_job, learner_network_policy, learner_service, owner_reference,
@@ -133,7 +133,7 @@ class KubernetesLauncher:
             setting), or the API refuses or cannot be reached (what was made is deleted).
         """
         if problem := self._cluster.start_problem():
-            raise LaunchError(problem)
+            raise LaunchRefused(problem)
         names = RunNames.of(run_id)
         created = self._call("create the learner Job", self._batch.create_namespaced_job, self._ns,
                              learner_job(run_id, spec, self._cluster, pods.learner, pods.image))
@@ -170,7 +170,7 @@ class KubernetesLauncher:
             `start` does.
         """
         if problem := self._cluster.start_problem():
-            raise LaunchError(problem)
+            raise LaunchRefused(problem)
         names = RunNames.of(record.id)
         with self._lock:
             if record.id in self._watched:

@@ -57,12 +57,11 @@ class _DetachedRun(LocalRun):
     def _spawn(self, args: list[str], **kwargs) -> subprocess.Popen:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         role = args[0] if args[0] == "learner" else f"explorer-{len(self.explorers)}"
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-               "MADDPG_LOG_FORMAT": os.environ.get("MADDPG_LOG_FORMAT", "text")}  # as LocalRun's
         kwargs.pop("stdout", None)
         with open(self.run_dir / f"{role}.log", "ab") as out:
-            return subprocess.Popen([console_script(), *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, **kwargs)
+            return subprocess.Popen([console_script(), *args], env=self.environment(), stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                    **kwargs)
 
     def kill_started(self) -> None:
         """Kills what a failed start left running."""

@@ -15,7 +15,7 @@ from maddpg.runfolder import SPEC
 from maddpg.runspec import RunSpec, format_validation_error
 from services.api.admission import memory_problem
 from services.api.deps import Authorized, LauncherDep, ProgressDep, RegistryDep, SettingsDep
-from services.api.launchers import Launched, LaunchError, PodOptions, reconcile
+from services.api.launchers import Launched, LaunchError, LaunchRefused, PodOptions, reconcile
 from services.api.progress import read_rewards
 from services.api.quantities import quantity
 from services.api.registry import DuplicateRunError, RunRecord, TooManyRunsError
@@ -144,7 +144,9 @@ def _launch(registry, run_id: str, start: Callable[[], Launched]) -> RunRecord:
         launched = start()
     except LaunchError as e:
         registry.update(run_id, status="failed", reason=str(e))
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from None
+        refused = isinstance(e, LaunchRefused)  # a setting to add, named in the message
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY if refused else status.HTTP_503_SERVICE_UNAVAILABLE,
+                            str(e)) from None
     registry.update(run_id, pids=launched.pids, procs=launched.procs, endpoints=launched.endpoints,
                     run_dir=launched.run_dir)
     return _get(registry, run_id)
