@@ -115,7 +115,10 @@ class RunSpec(BaseModel):
     save_rate: int = Field(1000, ge=1, le=MAX_STEPS,
                            description="episodes between checkpoints (and learning-curve plots)")
     keep_checkpoints: int = Field(3, ge=1, le=1000, description="newest checkpoints kept in the run folder")
-    restore: str | None = Field(None, max_length=4096, description="checkpoint or run folder to resume training from")
+    restore: str | None = Field(
+        None, max_length=4096,
+        description="checkpoint or run folder of another run to start from (a run resumes from its own newest "
+                    "checkpoint by itself)")
     benchmark: bool = Field(False, description="evaluate the restored policy and record the scenario's benchmark data")
     benchmark_iters: int = Field(100_000, ge=1, le=MAX_STEPS, description="env steps of --benchmark")
     display: bool = Field(False, description="render the restored policy on screen instead of training")
