@@ -11,12 +11,13 @@ start, from starting the processes to the first episode.
 from __future__ import annotations
 
 import signal
+import statistics
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from maddpg.bench.harness import Result, interleaved, write
+from maddpg.bench.harness import Result, write
 from maddpg.launch import LocalRun
 from maddpg.runspec import RunSpec
 
@@ -79,16 +80,8 @@ def _one_round(work: Path) -> tuple[float, float, float]:
 def run(quick: bool = False, out: Path | None = None) -> dict:
     rounds = 1 if quick else 3
     with tempfile.TemporaryDirectory() as folder:
-        samples: list[tuple[float, float, float]] = []
-
-        def one() -> float:
-            samples.append(_one_round(Path(folder)))
-            return samples[-1][2]
-
-        interleaved({"recovery": one}, rounds)
-    cold = sorted(s[0] for s in samples)[len(samples) // 2]
-    serving = sorted(s[1] for s in samples)[len(samples) // 2]
-    recovery = sorted(s[2] for s in samples)[len(samples) // 2]
+        samples = [_one_round(Path(folder)) for _ in range(rounds)]
+    cold, serving, recovery = (statistics.median(column) for column in zip(*samples))
     case = "simple_spread N=3, 1 learner + 2 explorers x 16 envs, local queue"
     results = [
         Result(case, "kill_to_first_new_episode_s", recovery, "s", cold,

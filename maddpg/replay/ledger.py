@@ -62,14 +62,12 @@ class IntakeLedger:
         """The seq of the next chunk life `key` should send."""
         return self._last.get(key, 0) + 1
 
-    def skip_to(self, key: str, seq: int) -> int:
-        """The life no longer holds chunks before `seq`: counts those not consumed as lost; returns their number."""
-        lost = max(0, seq - self.next_seq(key))
-        if lost:
-            self.lost += lost
+    def skip_to(self, key: str, seq: int) -> None:
+        """Chunks of life `key` before `seq` will never come: stop waiting for them (the consumer of the chunks
+        counts the gap as lost when the next one arrives)."""
+        if seq > self.next_seq(key):
             self._last[key] = seq - 1
             self._last.move_to_end(key)
-        return lost
 
     def last(self, key: str) -> int:
         """The last seq of life `key` consumed (0: none)."""
@@ -78,6 +76,3 @@ class IntakeLedger:
     def snapshot(self) -> dict[str, int]:
         """The positions, for a checkpoint (a copy)."""
         return dict(self._last)
-
-    def __len__(self) -> int:
-        return len(self._last)

@@ -255,15 +255,12 @@ def test_api_env_with_s3_and_a_token_secret():
 
 
 def _settings_from_env(monkeypatch, container: dict, secrets: dict[str, str] | None = None):
-    """ApiSettings from the env the chart gives the API container, with $(VAR) expanded as Kubernetes does; and
-    the values of the settings services/api/settings.py may not define yet (objects.NEW_SETTINGS), parsed as
-    pydantic-settings would (JSON for lists and dicts)."""
-    from services.api.launchers.objects import NEW_SETTINGS
+    """ApiSettings from the env the chart gives the API container, with $(VAR) expanded as Kubernetes does."""
     from services.api.settings import ApiSettings
 
     for name in [n for n in os.environ if n.startswith("MADDPG_API_") or n in ("REDIS_URL", "REDIS_PASSWORD")]:
         monkeypatch.delenv(name)
-    values, new = {}, {}
+    values = {}
     for var in container["env"]:
         if "value" in var:
             value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: values.get(m.group(1), m.group(0)),
@@ -277,19 +274,14 @@ def _settings_from_env(monkeypatch, container: dict, secrets: dict[str, str] | N
         monkeypatch.setenv(var["name"], value)
         if var["name"].startswith("MADDPG_API_"):
             field = var["name"].removeprefix("MADDPG_API_").lower()
-            assert field in ApiSettings.model_fields or field in NEW_SETTINGS, (
-                f"{var['name']}: no such setting in services/api/settings.py (nor in objects.NEW_SETTINGS)")
-            if field not in ApiSettings.model_fields:
-                kind = type(NEW_SETTINGS[field])
-                new[field] = json.loads(value) if kind in (list, dict) else kind(value) if kind is not type(None) \
-                    else value
-    return ApiSettings(), new
+            assert field in ApiSettings.model_fields, f"{var['name']}: no such setting in services/api/settings.py"
+    return ApiSettings()
 
 
 def test_api_settings_read_every_variable_the_chart_sets(monkeypatch):
     """The env the chart gives the API, fed to the API's own settings class: same names, values it accepts."""
     container = api_container(render(VALUE_SETS["s3-token"]))
-    settings, _ = _settings_from_env(monkeypatch, container, {"api-token/bearer": "the-token",
+    settings = _settings_from_env(monkeypatch, container, {"api-token/bearer": "the-token",
                                                               "maddpg-redis/redis-password": "pw"})
     assert settings.launcher == "kubernetes" and settings.namespace == NAMESPACE
     assert settings.image == "maddpg:0.1.0" and settings.image_pull_policy == "IfNotPresent"
@@ -303,13 +295,11 @@ def test_api_settings_read_every_variable_the_chart_sets(monkeypatch):
 
 def test_the_launcher_configuration_follows_the_values(monkeypatch):
     """Values -> the API's env -> ClusterConfig.from_settings: what the run pods will get."""
-    from types import SimpleNamespace
-
     from services.api.launchers.objects import CHECKPOINT_MOUNT, ClusterConfig
 
     objects = render(VALUE_SETS["pvc"])
-    settings, new = _settings_from_env(monkeypatch, api_container(objects), {"maddpg-redis/redis-password": "pw"})
-    config = ClusterConfig.from_settings(SimpleNamespace(**dict(settings), **new))
+    settings = _settings_from_env(monkeypatch, api_container(objects), {"maddpg-redis/redis-password": "pw"})
+    config = ClusterConfig.from_settings(settings)
     claim = one(objects, "PersistentVolumeClaim", "checkpoints")
     assert config.checkpoint_pvc == claim["metadata"]["name"] == "maddpg-checkpoints" and not config.checkpoint_uri
     assert config.start_problem() is None and config.run_checkpoints("r1") == "file:///checkpoints/r1"
@@ -487,8 +477,6 @@ def _policies_of(objects: list[dict], pod_labels: dict) -> list[dict]:
 
 
 def test_network_policies_let_only_the_api_and_runs_reach_redis_and_prometheus_reach_metrics(monkeypatch):
-    from types import SimpleNamespace
-
     from maddpg.runspec import RunSpec
     from services.api.launchers.objects import (ClusterConfig, explorer_job, labels, learner_job,
                                                 learner_network_policy, owner_reference)
@@ -517,8 +505,8 @@ def test_network_policies_let_only_the_api_and_runs_reach_redis_and_prometheus_r
     assert _policies_of(objects, learner_pod) == [runs_policy]
     (metrics,) = runs_policy["spec"]["ingress"]
     assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
-    settings, new = _settings_from_env(monkeypatch, api_container(objects), {"maddpg-redis/redis-password": "pw"})
-    config = ClusterConfig.from_settings(SimpleNamespace(**dict(settings), **new))
+    settings = _settings_from_env(monkeypatch, api_container(objects), {"maddpg-redis/redis-password": "pw"})
+    config = ClusterConfig.from_settings(settings)
     run_policy = learner_network_policy("r1", config, owner_reference("maddpg-r1-learner", "u"))
     assert run_policy["spec"]["ingress"][1]["from"] == metrics["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},

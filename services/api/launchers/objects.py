@@ -27,14 +27,6 @@ EXPLORER_RETRIES = 2  # failed explorer pods allowed per explorer (evictions asi
 PROMETHEUS_LABELS = {"app.kubernetes.io/name": "prometheus"}  # the Prometheus Operator's labels on its pods
 _MAX_NAME = 63  # Job names become pod labels (job-name), whose values are at most 63 characters
 
-# Settings of the kubernetes launcher that services/api/settings.py may not define yet, with their defaults:
-# ClusterConfig.from_settings reads them with getattr, so this works before and after they land.
-NEW_SETTINGS: dict[str, object] = {
-    "checkpoint_pvc": None, "image_pull_secrets": [], "learner_backoff_limit": 3, "job_ttl_s": 86_400,
-    "start_deadline_s": 600.0, "redis_password_secret": None, "redis_password_key": "redis-password",
-    "metrics_namespace_labels": {}, "metrics_pod_labels": PROMETHEUS_LABELS,
-}
-
 
 @dataclass(frozen=True)
 class ClusterConfig:
@@ -84,16 +76,12 @@ class ClusterConfig:
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> ClusterConfig:
         assert settings.image, "ApiSettings checks that the kubernetes launcher has an image"
-        new = {name: getattr(settings, name, default) for name, default in NEW_SETTINGS.items()}
-        pull_secrets = new["image_pull_secrets"]
-        if isinstance(pull_secrets, str):  # "a,b" rather than a list
-            pull_secrets = [name.strip() for name in pull_secrets.split(",") if name.strip()]
         return cls(settings.namespace, settings.image, settings.image_pull_policy, settings.checkpoint_uri,
-                   new["checkpoint_pvc"], CHECKPOINT_MOUNT, settings.s3_endpoint, settings.s3_secret,
-                   settings.run_service_account, tuple(pull_secrets), settings.redis_url,
-                   new["redis_password_secret"], new["redis_password_key"], settings.stop_timeout_s,
-                   int(new["learner_backoff_limit"]), int(new["job_ttl_s"]), float(new["start_deadline_s"]),
-                   dict(new["metrics_namespace_labels"]), dict(new["metrics_pod_labels"]))
+                   settings.checkpoint_pvc, CHECKPOINT_MOUNT, settings.s3_endpoint, settings.s3_secret,
+                   settings.run_service_account, tuple(settings.image_pull_secrets), settings.redis_url,
+                   settings.redis_password_secret, settings.redis_password_key, settings.stop_timeout_s,
+                   settings.learner_backoff_limit, settings.job_ttl_s, settings.start_deadline_s,
+                   dict(settings.metrics_namespace_labels), dict(settings.metrics_pod_labels))
 
     def start_problem(self) -> str | None:
         """Why no run may start with this configuration (the setting to change is named), or None."""

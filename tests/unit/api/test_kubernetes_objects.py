@@ -5,14 +5,13 @@ network policy they need; and the configuration they come from."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import kubernetes_validate
 import pytest
 
 from maddpg.runspec import RunSpec
 from maddpg.transport.security import RunKey
-from services.api.launchers.objects import (NEW_SETTINGS, RUN_DIR, ClusterConfig, RunNames, explorer_job, labels,
+from services.api.launchers.objects import (RUN_DIR, ClusterConfig, RunNames, explorer_job, labels,
                                             learner_job, learner_network_policy, learner_service, owner_reference,
                                             run_key_secret)
 from services.api.schemas import Quantities, Resources
@@ -300,24 +299,18 @@ def test_the_learner_port_is_open_to_its_own_explorers_and_metrics_to_prometheus
         "app.kubernetes.io/name": "prometheus"}}}]
 
 
-def test_the_configuration_comes_from_the_settings_with_defaults_for_settings_not_there_yet():
+def test_the_configuration_comes_from_the_settings():
     settings = ApiSettings(launcher="kubernetes", image="maddpg:dev", namespace="ml", checkpoint_uri="s3://b/p",
                            redis_url="redis://redis:6379/0", stop_timeout_s=30)
     config = ClusterConfig.from_settings(settings)
-    expected = {**NEW_SETTINGS, **{name: getattr(settings, name) for name in NEW_SETTINGS
-                                   if name in ApiSettings.model_fields}}
     assert config.checkpoint_uri == "s3://b/p" and config.stop_timeout_s == 30 and config.namespace == "ml"
-    assert config.checkpoint_pvc == expected["checkpoint_pvc"]
-    assert list(config.image_pull_secrets) == list(expected["image_pull_secrets"])
-    assert config.start_deadline_s == expected["start_deadline_s"] and config.job_ttl_s == expected["job_ttl_s"]
+    assert config.checkpoint_pvc is None and config.image_pull_secrets == ()
+    assert config.start_deadline_s == 600.0 and config.job_ttl_s == 86_400
     given = {"checkpoint_pvc": "c", "image_pull_secrets": ["regcred"], "learner_backoff_limit": 1, "job_ttl_s": 60,
              "start_deadline_s": 90.0, "redis_password_secret": "r", "redis_password_key": "k",
              "metrics_namespace_labels": {"a": "b"}, "metrics_pod_labels": {"c": "d"}}
-    assert given.keys() == NEW_SETTINGS.keys()
-    config = ClusterConfig.from_settings(SimpleNamespace(**{**dict(settings), "checkpoint_uri": None, **given}))
+    config = ClusterConfig.from_settings(settings.model_copy(update={"checkpoint_uri": None, **given}))
     assert (config.checkpoint_pvc, config.image_pull_secrets, config.learner_backoff_limit, config.job_ttl_s,
             config.start_deadline_s, config.redis_password_secret, config.redis_password_key,
             config.metrics_namespace_labels, config.metrics_pod_labels) == (
         "c", ("regcred",), 1, 60, 90.0, "r", "k", {"a": "b"}, {"c": "d"})
-    listed = SimpleNamespace(**{**dict(settings), "image_pull_secrets": "regcred, mirror"})
-    assert ClusterConfig.from_settings(listed).image_pull_secrets == ("regcred", "mirror")
