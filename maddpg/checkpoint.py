@@ -1,12 +1,15 @@
 """Checkpoints: numpy arrays plus a manifest written last, in a store (a folder or S3), so a reader never sees
 half of one.
 
-Layout in a store: `ckpt-<updates>-<episodes>/variables.npz` and `manifest.json`. The manifest names each
-object with its size and SHA-256, checked on read; names without a manifest are ignored by readers.
+Layout in a store: `ckpt-<updates>-<episodes>/variables.npz`, `rewards.csv.gz` (the run's episode-reward CSV up
+to the checkpoint's episode: a run whose folder is lost with its pod keeps its learning curve) and
+`manifest.json`. The manifest names each object with its size and SHA-256, checked on read; names without a
+manifest are ignored by readers.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -26,25 +29,30 @@ __all__ = ["FORMAT", "MANIFEST", "Checkpoint", "CheckpointError", "encode", "lis
 
 FORMAT = 1
 VARIABLES = "variables.npz"
+REWARDS_CSV = "rewards.csv.gz"
 
 log = logging.getLogger(__name__)
 
 
-def encode(spec: RunSpec, env_spec: EnvSpec, arrays: dict[str, np.ndarray],
-           counters: dict[str, float]) -> tuple[str, dict[str, bytes], bytes]:
-    """A checkpoint as (name, objects, manifest) ready for `CheckpointStore.put`."""
+def encode(spec: RunSpec, env_spec: EnvSpec, arrays: dict[str, np.ndarray], counters: dict[str, float],
+           rewards_csv: bytes | None = None) -> tuple[str, dict[str, bytes], bytes]:
+    """A checkpoint as (name, objects, manifest) ready for `CheckpointStore.put`; `rewards_csv` (the run's
+    rewards CSV as written so far) is stored gzipped beside the variables."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    variables = buffer.getvalue()
+    objects = {VARIABLES: buffer.getvalue()}
+    if rewards_csv is not None:
+        objects[REWARDS_CSV] = gzip.compress(rewards_csv, compresslevel=6, mtime=0)
     manifest = {"format": FORMAT, "created": time.time(), "spec": spec.model_dump(mode="json"),
                 "agents": [asdict(a) for a in env_spec.agents], "counters": counters, "variables": VARIABLES,
-                "objects": {VARIABLES: {"bytes": len(variables), "sha256": hashlib.sha256(variables).hexdigest()}}}
+                "objects": {key: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                            for key, data in objects.items()}}
     name = checkpoint_name(counters.get("updates", 0), counters.get("episodes", 0))
-    return name, {VARIABLES: variables}, (json.dumps(manifest, indent=2) + "\n").encode()
+    return name, objects, (json.dumps(manifest, indent=2) + "\n").encode()
 
 
 def save(root: Path | str | CheckpointStore, spec: RunSpec, env_spec: EnvSpec, arrays: dict[str, np.ndarray],
-         counters: dict[str, float], keep: int = 3) -> Path | str:
+         counters: dict[str, float], keep: int = 3, rewards_csv: bytes | None = None) -> Path | str:
     """Writes a checkpoint to `root` (a folder, a `file://` or `s3://` URI, or a store) and keeps the newest
     `keep`. Returns where it is: a folder for a file store, a URI otherwise.
 
@@ -52,7 +60,7 @@ def save(root: Path | str | CheckpointStore, spec: RunSpec, env_spec: EnvSpec, a
       StoreError: the checkpoint was not written (the previous ones are untouched).
     """
     store = root if isinstance(root, CheckpointStore) else open_store(root)
-    name, objects, manifest = encode(spec, env_spec, arrays, counters)
+    name, objects, manifest = encode(spec, env_spec, arrays, counters, rewards_csv)
     store.put(name, objects, manifest)
     try:
         store.prune(keep)
@@ -99,15 +107,32 @@ class Checkpoint:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{self.path} is not a readable checkpoint: {e}") from None
 
-    def _load_arrays(self) -> dict[str, np.ndarray]:
-        key = self.manifest["variables"]
+    def _object(self, key: str) -> bytes:
+        """Object `key`, checked against the manifest's size and SHA-256 (when it lists them)."""
         data = self.store.get(self.name, key)
         expected = self.manifest.get("objects", {}).get(key)  # absent in checkpoints written before stores
         if expected and (len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]):
             raise CheckpointError(f"{self.path}: {key} does not match its manifest (size or SHA-256): the object "
                                   f"was changed or cut after the manifest was written")
-        with np.load(io.BytesIO(data)) as npz:
+        return data
+
+    def _load_arrays(self) -> dict[str, np.ndarray]:
+        with np.load(io.BytesIO(self._object(self.manifest["variables"]))) as npz:
             return {k: npz[k] for k in npz.files}
+
+    def rewards_csv(self) -> bytes | None:
+        """The run's rewards CSV up to this checkpoint's episode, or None when the checkpoint holds none
+        (written before checkpoints carried it).
+
+        Raises:
+          CheckpointError: the object is listed but cannot be read whole.
+        """
+        if REWARDS_CSV not in self.manifest.get("objects", {}):
+            return None
+        try:
+            return gzip.decompress(self._object(REWARDS_CSV))
+        except (OSError, EOFError, StoreError) as e:
+            raise CheckpointError(f"{self.path}: {REWARDS_CSV} cannot be read: {e}") from None
 
     def check_fits(self, env_spec: EnvSpec) -> None:
         """Raises CheckpointError unless the checkpoint's agents match `env_spec` (names, sizes, actions)."""

@@ -46,7 +46,7 @@ def train(spec: RunSpec, run_dir: Path, *, progress: bool = True, checkpoint_uri
     env = make_env(spec)
     agent = MADDPGAgent(spec, env.spec, env.num_envs)
     start = restore(agent, spec, run_dir, checkpoint_uri)
-    run = RunFolder(run_dir, spec, env.spec, episodes=start.episodes)
+    run = RunFolder(run_dir, spec, env.spec, episodes=start.episodes, rewards=start.rewards)
     tracker = RunTracker(run, agent, start.episodes, progress, f"train {spec.scenario}", checkpoint_uri)
     loop = Loop(env, agent, spec.seed)
     try:

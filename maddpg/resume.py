@@ -27,6 +27,7 @@ class Start:
     counters: dict = field(default_factory=dict)  # the restored checkpoint's counters (own run only)
     checkpoint: Path | str | None = None  # the checkpoint restored, if any
     own: bool = False  # the checkpoint is this run's own (a resume), not a warm start from another run
+    rewards: bytes | None = None  # the rewards CSV the own checkpoint holds (for a run folder that lost its own)
 
     @property
     def intake(self) -> dict[str, int]:
@@ -75,4 +76,11 @@ def restore(agent, spec: RunSpec, run_dir: Path, checkpoint_uri: str | None = No
     if own:
         log.info("resuming from %s (%d episodes, %d env steps)", ckpt.path, ckpt.counters.get("episodes", 0),
                  ckpt.counters.get("env_steps", 0))
-    return Start(int(ckpt.counters.get("episodes", 0)), dict(ckpt.counters) if own else {}, ckpt.path, own)
+    rewards = None
+    if own:
+        try:
+            rewards = ckpt.rewards_csv()
+        except CheckpointError as e:  # the policy is whole: the run goes on, its curve restarts from the folder's
+            log.warning("%s", e)
+    return Start(int(ckpt.counters.get("episodes", 0)), dict(ckpt.counters) if own else {}, ckpt.path, own,
+                 rewards)

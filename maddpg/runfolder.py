@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 from pathlib import Path
 
@@ -31,14 +32,17 @@ class RunFolder:
 
     A folder that already holds this run (a restart, with or without a checkpoint) is continued: rows of the
     rewards CSV after `episodes` (recorded before a crash, but not in the checkpoint restored) are dropped, so
-    no episode is counted twice. A folder holding a run of another spec is refused.
+    no episode is counted twice. A folder holding a run of another spec is refused. A folder that lost its CSV
+    (a new pod's empty folder) takes the restored checkpoint's copy, `rewards`, so the curve goes on unbroken.
 
     Args:
       path: the folder (created). spec: the run spec. env_spec: the agents.
       episodes: the episodes the restored checkpoint accounts for (0: none restored).
+      rewards: the rewards CSV stored in the restored checkpoint (rows up to `episodes`), if it holds one.
     """
 
-    def __init__(self, path: Path, spec: RunSpec, env_spec: EnvSpec, episodes: int = 0):
+    def __init__(self, path: Path, spec: RunSpec, env_spec: EnvSpec, episodes: int = 0,
+                 rewards: bytes | None = None):
         self.path = Path(path)
         self.spec, self.env_spec = spec, env_spec
         if self.path.exists() and not self.path.is_dir():
@@ -49,12 +53,14 @@ class RunFolder:
         spec.save(self.path / SPEC)
         self._columns = ["episode", "env_steps", "updates", "wall_time_s", "length", "reward"] + [
             f"reward_{name}" for name in env_spec.agent_ids] + list(SOURCE_COLUMNS)
-        if (self.path / REWARDS).exists():
-            lines = (self.path / REWARDS).read_text().splitlines(keepends=True)
-            kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit()
-                                and int(line.split(",", 1)[0]) <= episodes]
-            (self.path / REWARDS).write_text("".join(kept))
-        new = not (self.path / REWARDS).exists()
+        kept = _rows_up_to((self.path / REWARDS).read_text(), episodes) if (self.path / REWARDS).exists() else []
+        if rewards is not None:
+            stored = _rows_up_to(rewards.decode(errors="replace"), episodes)
+            if len(stored) > len(kept) and stored[0].rstrip("\r\n").split(",") == self._columns:
+                kept = stored  # the folder is new, or older than the checkpoint (another pod wrote on)
+        if kept or (self.path / REWARDS).exists():
+            (self.path / REWARDS).write_text("".join(kept))  # nothing: a cut header goes too
+        new = not kept
         self._file = open(self.path / REWARDS, "a", newline="", buffering=1)  # line-buffered: readable live
         self._csv = csv.writer(self._file)
         if new:
@@ -65,6 +71,16 @@ class RunFolder:
         """Appends episode `index`; `source` and `chunk` name the explorer life and chunk it came in."""
         self._csv.writerow([index, env_steps, updates, f"{wall_time:.3f}", episode.length, f"{episode.total:.6g}"]
                            + [f"{r:.6g}" for r in episode.per_agent] + [_plain(source), chunk])
+
+    def written(self) -> int:
+        """Bytes of the rewards CSV written so far (whole rows: a row is written in one call)."""
+        self._file.flush()
+        return os.fstat(self._file.fileno()).st_size
+
+    def read_rewards(self, size: int) -> bytes:
+        """The first `size` bytes of the rewards CSV (rows are only ever appended: a prefix stays as it was)."""
+        with open(self.path / REWARDS, "rb") as f:
+            return f.read(size)
 
     def _check_same_run(self, saved: RunSpec) -> None:
         conflicts = self.spec.resume_conflicts(saved)
@@ -81,6 +97,16 @@ class RunFolder:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _rows_up_to(text: str, episodes: int) -> list[str]:
+    """The header and the complete rows of episodes 1..`episodes` of a rewards CSV's text (nothing without a
+    header)."""
+    lines = text.splitlines(keepends=True)
+    if not lines or not lines[0].endswith("\n"):
+        return []
+    return lines[:1] + [line for line in lines[1:] if line.endswith("\n") and line.split(",", 1)[0].isdigit()
+                        and int(line.split(",", 1)[0]) <= episodes]
 
 
 def _plain(text: str) -> str:

@@ -159,7 +159,7 @@ class RunTracker:
         self.checkpoints_submitted += 1
         self._submitted_episodes = self.episodes
         self._submitted_counts = self._counts()
-        self.checkpointer.submit((arrays, counters, self.checkpoints_submitted))
+        self.checkpointer.submit((arrays, counters, self.run.written(), self.checkpoints_submitted))
 
     def _counts(self) -> tuple:
         position = self._position() if self._position is not None else None
@@ -167,7 +167,7 @@ class RunTracker:
 
     def _write(self, job) -> tuple[Path | str, int, int]:
         """Runs on the checkpointer's thread; returns (where, snapshot number, episodes)."""
-        arrays, counters, number = job
+        arrays, counters, rewards_bytes, number = job
         where = checkpoint.save(self.store, self.spec, self.run.env_spec, arrays, counters,
-                                keep=self.spec.keep_checkpoints)
+                                keep=self.spec.keep_checkpoints, rewards_csv=self.run.read_rewards(rewards_bytes))
         return where, number, counters["episodes"]

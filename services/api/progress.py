@@ -62,12 +62,29 @@ def _numbers(rows: list[list[str]], columns: list[int]) -> list[list[float]]:
     return values
 
 
-def read_rewards(run_dir: Path) -> dict[str, list[float]]:
-    """The rewards CSV as columns. A line being written is skipped."""
-    names, rows = _table(run_dir, None)
+def _columns(names: list[str], rows: list[list[str]]) -> dict[str, list[float]]:
     numeric = [name for name in names if name != "source"]  # the explorer life that sent the episode: text
     values = _numbers(rows, [names.index(name) for name in numeric])
     return {name: [v[i] for v in values] for i, name in enumerate(numeric)}
+
+
+def read_rewards(run_dir: Path) -> dict[str, list[float]]:
+    """The rewards CSV as columns. A line being written is skipped."""
+    return _columns(*_table(run_dir, None))
+
+
+def read_checkpoint_rewards(uri: str, **store_options) -> dict[str, list[float]]:
+    """The rewards CSV stored in the newest checkpoint at `uri` as columns (empty when there is no checkpoint,
+    or it predates checkpoints carrying the CSV); what the learner recorded after that checkpoint is not there."""
+    try:
+        text = Checkpoint(open_store(uri, **store_options), load_arrays=False).rewards_csv()
+    except CheckpointError:  # no complete checkpoint yet, an unreadable store or object
+        return {}
+    if text is None:
+        return {}
+    header, *lines = text.decode(errors="replace").splitlines()
+    names = header.split(",")
+    return _columns(names, [fields for fields in (line.split(",") for line in lines) if len(fields) == len(names)])
 
 
 def read_progress(run_dir: Path) -> dict:
@@ -156,3 +173,12 @@ class ProgressReader:
                 while len(self._cache) > self._max_entries:
                     self._cache.pop(next(iter(self._cache)))
         return progress
+
+    def rewards(self, record: RunRecord) -> dict[str, list[float]]:
+        """The run's rewards CSV as columns: live from its run folder on this host, else the copy in the newest
+        checkpoint of its store (empty when neither exists)."""
+        if record.run_dir:
+            return read_rewards(Path(record.run_dir))
+        if record.endpoints.get("checkpoints"):
+            return read_checkpoint_rewards(record.endpoints["checkpoints"], **self._store_options)
+        return {}

@@ -107,7 +107,7 @@ class Learner:
         env_spec = build_env_spec(spec)
         self.agent = MADDPGAgent(spec, env_spec, num_envs=1)
         self.start = restore(self.agent, spec, run_dir, checkpoint_uri)
-        self.run = RunFolder(run_dir, spec, env_spec, episodes=self.start.episodes)
+        self.run = RunFolder(run_dir, spec, env_spec, episodes=self.start.episodes, rewards=self.start.rewards)
         self.run_id = run_id or Path(run_dir).resolve().name
         self.queue_url = queue if queue and queue != "local" else "local"
         if self.queue_url == "local":

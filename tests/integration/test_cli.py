@@ -119,6 +119,21 @@ def test_restore_continues_counting(tiny_run, tmp_path):
     assert rows[0]["episode"] == "13" and rows[-1]["episode"] == "20"
 
 
+def test_a_run_that_lost_its_folder_continues_its_curve_from_the_checkpoint_store(tiny_run, tmp_path):
+    """A Kubernetes learner pod replaced on another node starts with an empty run folder: the rewards CSV comes
+    back from the newest checkpoint of the run's store, and the run counts on from it."""
+    store = tmp_path / "store"
+    env = {**os.environ, "MADDPG_CHECKPOINT_URI": store.as_uri()}
+    first = run("train", *TINY, "--seed", "3", "--run-dir", str(tmp_path / "pod-1"), env=env)
+    assert first.returncode == 0, first.stderr
+    rows = _rewards(tmp_path / "pod-1")
+    second = run("train", *TINY[:-1], "--num-episodes", "20", "--seed", "3", "--run-dir",
+                 str(tmp_path / "pod-2"), "--quiet", env=env)
+    assert second.returncode == 0, second.stderr
+    continued = _rewards(tmp_path / "pod-2")
+    assert continued[:12] == rows and [r["episode"] for r in continued] == [str(i) for i in range(1, 21)]
+
+
 def test_evaluate_writes_a_gif_and_benchmark_data(tiny_run, tmp_path):
     run_dir, _ = tiny_run
     gif, bench = tmp_path / "ep.gif", tmp_path / "bench.json"

@@ -540,8 +540,11 @@ def test_the_api_over_http_with_the_kubernetes_launcher(emulator, tmp_path):
             progress = http.get("/runs/web").json()["progress"]
             assert progress["source"] == "checkpoint" and "no complete checkpoint" in progress["note"]
             env_spec = EnvSpec("simple", (AgentSpec("agent_0", 4, "discrete", 5, (5,)),))
+            # The learner stores its rewards CSV (rows up to the checkpoint's episode) in each checkpoint.
+            csv = ("episode,env_steps,updates,wall_time_s,length,reward,reward_agent_0,source,chunk\r\n"
+                   + "".join(f"{i},{25 * i},0,{i}.5,25,{-30 + i},{-30 + i},ex-{i % 3}/r,{i}\r\n" for i in range(1, 21)))
             where = checkpoint.save(f"{checkpoints}/web", RunSpec(scenario="simple"), env_spec, {},
-                                    {"env_steps": 500, "updates": 5, "episodes": 20})
+                                    {"env_steps": 500, "updates": 5, "episodes": 20}, rewards_csv=csv.encode())
             listed = http.get("/runs").json()["items"][0]["progress"]  # listing reads no store: the cached read
             assert listed["note"] and listed["episodes"] == 0
             # A real API server keeps a Job deleted in the foreground until its pod has ended; kmock does so for a
@@ -560,8 +563,9 @@ def test_the_api_over_http_with_the_kubernetes_launcher(emulator, tmp_path):
             assert final["progress"] == {"source": "checkpoint", "env_steps": 500, "episodes": 20, "updates": 5,
                                          "mean_reward_last_100": None, "newest_checkpoint": str(where),
                                          "note": None}
-            assert http.get("/runs/web/rewards").json() == {"episode": [], "env_steps": [], "reward": [],
-                                                            "per_agent": {}}
+            rewards = http.get("/runs/web/rewards").json()
+            assert rewards["episode"] == list(range(1, 21)) and rewards["env_steps"] == list(range(25, 501, 25))
+            assert rewards["reward"] == rewards["per_agent"]["agent_0"] == [float(-30 + i) for i in range(1, 21)]
             emulator.stop()
             ready = http.get("/readyz")
             assert ready.status_code == 503 and "Kubernetes API is unreachable" in ready.json()["problems"][0]

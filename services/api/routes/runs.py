@@ -16,7 +16,6 @@ from maddpg.runspec import RunSpec, format_validation_error
 from services.api.admission import memory_problem
 from services.api.deps import Authorized, LauncherDep, ProgressDep, RegistryDep, SettingsDep
 from services.api.launchers import Launched, LaunchError, LaunchRefused, PodOptions, reconcile
-from services.api.progress import read_rewards
 from services.api.quantities import quantity
 from services.api.registry import DuplicateRunError, RunRecord, TooManyRunsError
 from services.api.schemas import Progress, Rewards, RunCreate, RunOut, RunPage, RunStatus
@@ -226,14 +225,11 @@ def resume_run(run_id: str, settings: SettingsDep, registry: RegistryDep, launch
 
 
 @router.get("/{run_id}/rewards", response_model=Rewards, responses=_NOT_FOUND)
-def get_rewards(run_id: str, registry: RegistryDep) -> Rewards:
-    """The episode-reward series (total and per agent) for plots, from the run folder's rewards CSV.
-
-    Empty for a kubernetes run: its run folder (and CSV) lives in the learner pod, which the API does not read;
-    its progress comes from its checkpoints (GET /runs/{id}), which hold no reward series.
-    """
-    record = _get(registry, run_id)
-    columns = read_rewards(Path(record.run_dir)) if record.run_dir else {}
+def get_rewards(run_id: str, registry: RegistryDep, progress: ProgressDep) -> Rewards:
+    """The episode-reward series (total and per agent) for plots: live from the run folder's rewards CSV for a
+    local run; for a kubernetes run (its folder is in the learner pod) from the copy of the CSV in its newest
+    checkpoint, so up to that checkpoint's episode (written every `save_rate` episodes and at the end)."""
+    columns = progress.rewards(_get(registry, run_id))
     return Rewards(episode=[int(v) for v in columns.get("episode", [])],
                    env_steps=[int(v) for v in columns.get("env_steps", [])],
                    reward=columns.get("reward", []),
