@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from maddpg.algo.heads import make_heads
-from maddpg.algo.policy import NumpyPolicy
+from maddpg.acting.actor import Actor
+from maddpg.acting.heads import make_heads
+from maddpg.acting.policy import NumpyPolicy
 from maddpg.checkpoint import Checkpoint, CheckpointError
 from maddpg.envs.mpe import make_env
 from maddpg.episodes import EpisodeTracker
@@ -31,10 +32,11 @@ class EvalResult:
         return float(self.rewards.std())
 
 
-def load_policy(ckpt: Checkpoint, seed: int, num_envs: int) -> NumpyPolicy:
-    spec = ckpt.spec
-    return NumpyPolicy(make_heads(ckpt.env_spec, spec.resolved_action_dist), ckpt.actor_weights(), np.random.default_rng(seed),
-                       spec.exploration, spec.exploration_sigma, spec.ou_theta, num_envs)
+def load_actor(ckpt: Checkpoint, seed: int) -> Actor:
+    """The checkpoint's actors, exploring as in training (no warm-up: the policy acts from the first step)."""
+    spec = ckpt.spec.model_copy(update={"warmup_steps": 0})
+    policy = NumpyPolicy(make_heads(ckpt.env_spec, spec.resolved_action_dist), ckpt.actor_weights())
+    return Actor.for_run(spec, policy, np.random.default_rng(seed))
 
 
 def evaluate(ckpt: Checkpoint, episodes: int, *, seed: int = 12345, greedy: bool = False, num_envs: int = 8,
@@ -55,22 +57,22 @@ def evaluate(ckpt: Checkpoint, episodes: int, *, seed: int = 12345, greedy: bool
     env = make_env(spec, num_envs=num_envs, extra_kwargs={"benchmark_data": True} if bench else None,
                    engine="mpe2" if bench else None)
     ckpt.check_fits(env.spec)
-    policy = load_policy(ckpt, seed, num_envs)
+    actor = load_actor(ckpt, seed)
+    new_episode = np.ones(num_envs, bool)
     tracker = EpisodeTracker(num_envs, env.spec.num_agents)
     done_eps, bench_eps = [], []
     bench_now: list[list] = [[] for _ in range(num_envs)]
     obs = env.reset(seed=seed)
     with tqdm(total=episodes, unit="ep", disable=not progress, desc="evaluate") as bar:
         while len(done_eps) < episodes:
-            step = env.step(policy.to_env(policy.act(obs, explore=not greedy)))
-            ended = step.terminated | step.truncated
+            step = env.step(actor.to_env(actor.act(obs, [("evaluate", new_episode)], explore=not greedy)))
+            ended = new_episode = step.terminated | step.truncated
             if bench:
                 for k in range(num_envs):
                     bench_now[k].append({a: _jsonable(i.get("benchmark_data")) for a, i in env.last_infos[k].items()})
                     if ended[k]:
                         bench_eps.append(bench_now[k])
                         bench_now[k] = []
-            policy.reset_noise(ended)
             obs = step.obs
             finished = tracker.add(step.reward, ended)
             done_eps.extend(finished)
@@ -89,11 +91,13 @@ def write_gif(ckpt: Checkpoint, path: Path, *, seed: int = 12345, greedy: bool =
 
     env = make_env(ckpt.spec, num_envs=1, render_mode="rgb_array")
     ckpt.check_fits(env.spec)
-    policy = load_policy(ckpt, seed, 1)
+    actor = load_actor(ckpt, seed)
     obs = env.reset(seed=seed)
     frames = [env.render()]
+    first = np.ones(1, bool)
     while True:
-        step = env.step(policy.to_env(policy.act(obs, explore=not greedy)))
+        step = env.step(actor.to_env(actor.act(obs, [("gif", first)], explore=not greedy)))
+        first = np.zeros(1, bool)
         if step.terminated[0] or step.truncated[0]:
             break
         obs = step.obs
@@ -120,12 +124,13 @@ def display(ckpt: Checkpoint, episodes: int, *, seed: int = 12345, greedy: bool 
     try:
         env = make_env(ckpt.spec, num_envs=1, render_mode="human")
         ckpt.check_fits(env.spec)
-        policy = load_policy(ckpt, seed, 1)
+        actor = load_actor(ckpt, seed)
         obs = env.reset(seed=seed)
-        finished = 0
+        finished, new_episode = 0, np.ones(1, bool)
         while finished < episodes:
-            step = env.step(policy.to_env(policy.act(obs, explore=not greedy)))
-            finished += int(step.terminated[0] or step.truncated[0])
+            step = env.step(actor.to_env(actor.act(obs, [("display", new_episode)], explore=not greedy)))
+            new_episode = step.terminated | step.truncated
+            finished += int(new_episode[0])
             obs = step.obs
         env.close()
     except pygame.error as e:

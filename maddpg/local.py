@@ -4,36 +4,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maddpg.agent import MADDPGAgent
+import numpy as np
+
+from maddpg.agent import Agent, build_agent
 from maddpg.algo.learning import configure_threads
 from maddpg.envs.mpe import make_env
-from maddpg.resume import restore
 from maddpg.episodes import Episode, EpisodeTracker
+from maddpg.resume import restore
 from maddpg.runfolder import RunFolder
 from maddpg.runspec import RunSpec
 from maddpg.tracking import RunTracker, TrainResult
-from maddpg.types import Step
+from maddpg.types import Step, Transition
+
+STREAM = "local"  # the actor's name for this loop's envs
 
 
 class Loop:
     """Steps E envs with the agent: act on the current observations, step, store, learn when due.
 
     The observations acted on are always `Step.obs`, so the first action of an episode comes from its reset
-    observation, never from the previous episode's terminal one.
+    observation, never from the previous episode's terminal one. Only terminations are stored as done: time
+    limits bootstrap, as in the original.
     """
 
-    def __init__(self, env, agent: MADDPGAgent, seed: int):
+    def __init__(self, env, agent: Agent, seed: int):
         self.env, self.agent = env, agent
         self.tracker = EpisodeTracker(env.num_envs, env.spec.num_agents)
         self.obs = env.reset(seed=seed)
+        self._new_episode = np.ones(env.num_envs, bool)
 
     def step(self) -> tuple[Step, list[Episode]]:
-        actions = self.agent.act(self.obs)
-        step = self.env.step(self.agent.env_actions(actions))
-        self.agent.observe(self.obs, actions, step)
+        actor = self.agent.actor
+        actions = actor.act(self.obs, [(STREAM, self._new_episode)])
+        step = self.env.step(actor.to_env(actions))
+        done = np.repeat(step.terminated.astype(np.float32)[:, None], self.env.spec.num_agents, axis=1)
+        self.agent.trainer.insert(Transition(self.obs, actions, step.reward, step.next_obs, done))
+        self._new_episode = step.terminated | step.truncated
         self.obs = step.obs
         self.agent.update()
-        return step, self.tracker.add(step.reward, step.terminated | step.truncated)
+        return step, self.tracker.add(step.reward, self._new_episode)
 
 
 def train(spec: RunSpec, run_dir: Path, *, progress: bool = True, checkpoint_uri: str | None = None) -> TrainResult:
@@ -44,7 +53,7 @@ def train(spec: RunSpec, run_dir: Path, *, progress: bool = True, checkpoint_uri
     """
     configure_threads(spec.tf_threads)
     env = make_env(spec)
-    agent = MADDPGAgent(spec, env.spec, env.num_envs)
+    agent = build_agent(spec, env.spec)
     start = restore(agent, spec, run_dir, checkpoint_uri)
     run = RunFolder(run_dir, spec, env.spec, episodes=start.episodes, rewards=start.rewards)
     tracker = RunTracker(run, agent, start.episodes, progress, f"train {spec.scenario}", checkpoint_uri)

@@ -59,7 +59,7 @@ class RunTracker:
     `checkpoint()` if `checkpoint_due`; `finish()` once `done`.
 
     Args:
-      run: the run folder. agent: a MADDPGAgent (for its state and counters).
+      run: the run folder. agent: a `maddpg.agent.Agent` (for its state and counters).
       episodes: episodes already done (a restored run). progress: show a tqdm bar. desc: its label.
       checkpoint_uri: where checkpoints go: a folder, file:///path or s3://bucket/prefix (default: the run
         folder's checkpoints/). Checked at once: a store that cannot be listed stops the run before it starts.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from maddpg.algo.heads import Head
+from maddpg.acting.heads import Head
 
 _TINY = 1e-10
 

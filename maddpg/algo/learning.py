@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from maddpg.algo import distributions as D
-from maddpg.algo.heads import Head
+from maddpg.acting.heads import Head
 from maddpg.algo.networks import MLP
 from maddpg.envs.spaces import EnvSpec
 
@@ -158,7 +158,7 @@ class MADDPGLearner:
             v.assign(saved[name])
 
     def actor_weights(self) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-        """Numpy copies of the actors, for `maddpg.algo.policy.NumpyPolicy`."""
+        """Numpy copies of the actors, for `maddpg.acting.policy.NumpyPolicy`."""
         return [a.numpy_weights() for a in self.actors]
 
     def variables(self) -> dict[str, tf.Variable]:

@@ -35,5 +35,5 @@ class MLP:
         return tf.matmul(x, W) + b
 
     def numpy_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """A numpy copy for `maddpg.algo.policy.mlp_forward`."""
+        """A numpy copy for `maddpg.acting.policy.mlp_forward`."""
         return [(W.numpy(), b.numpy()) for W, b in self.layers]

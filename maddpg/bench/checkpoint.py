@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from maddpg import checkpoint
-from maddpg.agent import MADDPGAgent
+from maddpg.agent import Agent, build_agent
 from maddpg.algo.learning import configure_threads
 from maddpg.bench.harness import Result, interleaved, write
 from maddpg.envs.mpe import make_env
@@ -23,10 +23,10 @@ from maddpg.storage.testing import MotoServer, SeaweedServer
 BUCKET = "bench"
 
 
-def _agent(n: int) -> MADDPGAgent:
+def _agent(n: int) -> Agent:
     spec = RunSpec(scenario="simple_spread", num_agents=n, replay_size=1024)
     env = make_env(spec, num_envs=1)
-    agent = MADDPGAgent(spec, env.spec, 1)
+    agent = build_agent(spec, env.spec)
     env.close()
     return agent
 
@@ -71,7 +71,7 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
                 count = iter(range(1, 1_000_000))
 
                 def save(store):
-                    return lambda: checkpoint.save(store, agent.spec, agent.env_spec, arrays,
+                    return lambda: checkpoint.save(store, agent.trainer.spec, agent.env_spec, arrays,
                                                    {**counters, "updates": next(count), "episodes": 0}, keep=3)
 
                 def restore(store):

@@ -106,13 +106,13 @@ def _single_process_loop(n: int):
 
     Returns a timer of the loop ((env steps/s, updates/s) over some seconds) and a timer of the update alone.
     """
-    from maddpg.agent import MADDPGAgent
+    from maddpg.agent import build_agent
     from maddpg.envs.mpe import make_env
     from maddpg.local import Loop
 
     spec = _spec(n, engine="mpe2")
     env = make_env(spec)
-    agent = MADDPGAgent(spec, env.spec, env.num_envs)
+    agent = build_agent(spec, env.spec)
     loop = Loop(env, agent, spec.seed)
     while agent.updates < 2:
         loop.step()
@@ -127,7 +127,7 @@ def _single_process_loop(n: int):
     def update_alone(seconds: float) -> float:
         done, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds or done < 2:
-            agent.learn_once()  # sample, gather and the compiled update, as the learner's trainer runs it
+            agent.trainer.learn_once()  # sample, gather and the compiled update, as the learner's trainer runs it
             done += 1
         return done / (time.perf_counter() - start)
 
@@ -168,7 +168,7 @@ def _case(n: int, rounds: int, loop_s: float, dist_s: float, warm_s: float, work
                note="maddpg.local.Loop on one mpe2 env (the core's loop)"),
         Result(f"{case} single-process loop", "updates_per_s", loop_updates, "updates/s"),
         Result(f"{case} update alone", "updates_per_s", alone, "updates/s",
-               note="MADDPGAgent.learn_once() back to back in one process (sampling, gather, XLA update on one "
+               note="Trainer.learn_once() back to back in one process (sampling, gather, XLA update on one "
                     "TensorFlow thread): the trainer's ceiling, so the distributed run's env steps/s is at most "
                     "100x this at the original ratio"),
         Result(f"{case} distributed", "learner_peak_rss", memory.get("learner", float("nan")), "MiB",

@@ -2,7 +2,7 @@
 ZeroMQ ipc://) for K explorer processes x E envs on simple_spread N=3, beside the same actor called one env at
 a time in-process; plus the numpy actors beside one tf.function call of the same actors (DESIGN.md section 7).
 
-The server runs in a thread of this process with a NumpyPolicy holding a MADDPGAgent's actor weights, as the
+The server runs in a thread of this process with an Actor holding the agent's actor weights, as the
 learner does. The explorers are separate processes (`python -m maddpg.bench.inference --client ...`) that
 import no TensorFlow; each sends random observations and waits for the actions, as fast as it can, for a
 fixed time, and reports its round-trip times.
@@ -121,66 +121,62 @@ class _Explorers:
 
 # ---------------------------------------------------------------- learner side
 def _agent():
-    from maddpg.agent import MADDPGAgent
+    from maddpg.agent import build_agent
     from maddpg.envs.mpe import make_env
     from maddpg.runspec import RunSpec
 
     spec = RunSpec(scenario="simple_spread", num_agents=3, replay_size=10_000)
     env = make_env(spec, num_envs=1)
     env.close()
-    return spec, env.spec, MADDPGAgent(spec, env.spec, num_envs=1)
+    return spec, env.spec, build_agent(spec, env.spec)
 
 
-def _policy(agent, seed: int):
-    """A NumpyPolicy of the agent's actors with its own generator (the server thread gets its own)."""
-    from maddpg.algo.policy import NumpyPolicy
+def _actor(agent, seed: int):
+    """An Actor of the agent's actors with its own generator (the server thread gets its own), past warm-up."""
+    from maddpg.acting.actor import Actor
+    from maddpg.acting.policy import NumpyPolicy
 
-    spec = agent.spec
-    return NumpyPolicy(agent.heads, agent.learner.actor_weights(), np.random.default_rng(seed), spec.exploration,
-                       spec.exploration_sigma, spec.ou_theta)
+    spec = agent.trainer.spec
+    policy = NumpyPolicy(agent.trainer.heads, agent.trainer.actor_weights())
+    return Actor.for_run(spec.model_copy(update={"warmup_steps": 0}), policy, np.random.default_rng(seed))
 
 
 def _start_server(address: str, spec, env_spec, agent, key):
-    from maddpg.algo.exploration import make_noise
     from maddpg.transport.server import InferenceServer
 
-    policy = _policy(agent, 1)
-    rng = np.random.default_rng(2)
-    heads = agent.heads
-    server = InferenceServer(
-        address, env_spec, spec.to_json(), lambda obs, noise: policy.act(obs, noise=noise),
-        lambda e: [make_noise(spec.exploration, (e, h.action_dim), spec.exploration_sigma, spec.ou_theta, rng)
-                   for h in heads],
-        lambda envs, registered: True, key=key)  # the learner's defaults, CurveZMQ as in every run
+    # The learner's defaults, CurveZMQ as in every run.
+    server = InferenceServer(address, env_spec, spec.to_json(), _actor(agent, 1), key=key)
     stop = threading.Event()
     thread = threading.Thread(target=server.serve, args=(stop,), daemon=True, name="inference")
     thread.start()
     return server, stop, thread
 
 
-def _per_env_rate(policy, obs: list[np.ndarray], seconds: float) -> float:
+def _per_env_rate(actor, obs: list[np.ndarray], seconds: float) -> float:
     """Agent actions/s of the actor called one env at a time in-process (the baseline)."""
     n, rows = len(obs), obs[0].shape[0]
     done, start, k = 0, time.perf_counter(), 0
+    going_on = [("baseline", np.zeros(1, bool))]
     while time.perf_counter() - start < seconds:
         i = k % rows
-        policy.act([o[i:i + 1] for o in obs])
+        actor.act([o[i:i + 1] for o in obs], going_on)
         done += n
         k += 1
     return done / (time.perf_counter() - start)
 
 
-def _batched_rate(policy, obs: list[np.ndarray], seconds: float) -> float:
+def _batched_rate(actor, obs: list[np.ndarray], seconds: float) -> float:
     """Agent actions/s of the actor called on the whole batch in-process (no sockets: the server's ceiling)."""
     n, b = len(obs), obs[0].shape[0]
     done, start = 0, time.perf_counter()
+    going_on = [("ceiling", np.zeros(b, bool))]
     while time.perf_counter() - start < seconds:
-        policy.act(obs)
+        actor.act(obs, going_on)
         done += n * b
     return done / (time.perf_counter() - start)
 
 
-def _measure_config(explorers: _Explorers, server, policy, obs_dims, k: int, e: int, rounds: int,
+def _measure_config(explorers: _Explorers, server, actor, obs_dims, k: int, e: int, rounds: int,
                     seconds: float, base_seconds: float):
     from maddpg.bench.harness import Result
 
@@ -190,7 +186,7 @@ def _measure_config(explorers: _Explorers, server, policy, obs_dims, k: int, e: 
     single = [rng.standard_normal((64, d), dtype=np.float32) for d in obs_dims]
     rates, bases, p50s, p99s, batches = [], [], [], [], []
     for _ in range(rounds):  # A B A B: the in-process baseline, then the server
-        bases.append(_per_env_rate(policy, single, base_seconds))
+        bases.append(_per_env_rate(actor, single, base_seconds))
         envs0, batches0 = server.stats.envs_served, server.stats.batches
         answers = explorers.call(k, {"cmd": "go", "seconds": seconds})
         rates.append(sum(a["rounds"] * e / a["seconds"] for a in answers) * n)
@@ -199,7 +195,7 @@ def _measure_config(explorers: _Explorers, server, policy, obs_dims, k: int, e: 
         p99s.append(float(np.percentile(lat, 99)))
         batches.append((server.stats.envs_served - envs0) / max(1, server.stats.batches - batches0))
     full = [rng.standard_normal((k * e, d), dtype=np.float32) for d in obs_dims]
-    ceiling = _batched_rate(policy, full, base_seconds)
+    ceiling = _batched_rate(actor, full, base_seconds)
     case = f"simple_spread N=3, {k} explorers x {e} envs"
     rate, base, batch = statistics.median(rates), statistics.median(bases), statistics.median(batches)
     return [
@@ -219,8 +215,8 @@ def _tf_vs_numpy(agent, obs_dims, rounds: int, seconds: float):
 
     from maddpg.bench.harness import Result, interleaved
 
-    actors = agent.learner.actors
-    policy = _policy(agent, 3)
+    actors = agent.trainer.learner.actors
+    policy = _actor(agent, 3).policy
     signature = [tf.TensorSpec([None, d], tf.float32) for d in obs_dims]
 
     @tf.function(input_signature=signature)
@@ -266,11 +262,11 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
     key = RunKey.generate()
     server, stop, thread = _start_server(address, spec, env_spec, agent, key)
     explorers = _Explorers(max(k for k, _ in CONFIGS), address, obs_dims, key)
-    policy = _policy(agent, 5)
+    actor = _actor(agent, 5)
     results = []
     try:
         for k, e in CONFIGS:
-            results += _measure_config(explorers, server, policy, obs_dims, k, e, rounds, seconds, base_seconds)
+            results += _measure_config(explorers, server, actor, obs_dims, k, e, rounds, seconds, base_seconds)
     finally:
         explorers.close()
         stop.set()

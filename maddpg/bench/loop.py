@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maddpg.agent import MADDPGAgent
+from maddpg.agent import build_agent
 from maddpg.algo.learning import configure_threads
 from maddpg.bench.harness import Result, interleaved, write
 from maddpg.envs.mpe import make_env
@@ -24,7 +24,7 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
     loops = {}
     for engine in ("mpe2", "batched"):
         env = make_env(spec, engine=engine)
-        agent = MADDPGAgent(spec, env.spec, env.num_envs)
+        agent = build_agent(spec, env.spec)
         loops[engine] = Loop(env, agent, spec.seed)
         while agent.updates < 2:  # fill one batch and compile the update
             loops[engine].step()

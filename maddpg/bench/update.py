@@ -10,36 +10,37 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from maddpg.agent import MADDPGAgent
+from maddpg.acting.heads import make_heads
 from maddpg.algo.learning import configure_threads
 from maddpg.bench.harness import Result, interleaved, write
 from maddpg.envs.mpe import MPEEnv
 from maddpg.runspec import RunSpec
+from maddpg.trainer import Trainer
 from maddpg.types import Transition
 
 
-def _filled_agent(n: int, jit: bool, size: int, shared_batch: bool = False) -> MADDPGAgent:
+def _filled_trainer(n: int, jit: bool, size: int, shared_batch: bool = False) -> Trainer:
     env = MPEEnv("simple_spread", {"N": n})
     spec = RunSpec(scenario="simple_spread", num_agents=n, replay_size=size, shared_batch=shared_batch)
-    agent = MADDPGAgent(spec, env.spec, 1, jit=jit)
+    trainer = Trainer(spec, env.spec, make_heads(env.spec, spec.resolved_action_dist), jit=jit)
     rng = np.random.default_rng(0)
     dims = env.spec.obs_dims
-    acts = [h.action_dim for h in agent.heads]
-    agent.buffer.add(Transition(
+    acts = [h.action_dim for h in trainer.heads]
+    trainer.buffer.add(Transition(
         [rng.normal(size=(size, d)).astype(np.float32) for d in dims],
         [rng.uniform(size=(size, a)).astype(np.float32) for a in acts],
         rng.normal(size=(size, n)).astype(np.float32),
         [rng.normal(size=(size, d)).astype(np.float32) for d in dims],
         np.zeros((size, n), np.float32)))
     env.close()
-    return agent
+    return trainer
 
 
-def _timer(agent: MADDPGAgent, reps: int):
+def _timer(trainer: Trainer, reps: int):
     def once() -> float:
         start = time.perf_counter()
         for _ in range(reps):
-            agent.learn_once()
+            trainer.learn_once()
         return (time.perf_counter() - start) / reps * 1e3
     return once
 
@@ -49,8 +50,8 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
     results = []
     sizes = [3] if quick else [3, 20]
     for n in sizes:
-        fused, eager = _filled_agent(n, True, 20_000), _filled_agent(n, False, 20_000)
-        shared = _filled_agent(n, True, 20_000, shared_batch=True)
+        fused, eager = _filled_trainer(n, True, 20_000), _filled_trainer(n, False, 20_000)
+        shared = _filled_trainer(n, True, 20_000, shared_batch=True)
         eager.learner._update = eager.learner._update_all  # the same Python function, not compiled at all
         fused.learn_once()  # compile
         shared.learn_once()

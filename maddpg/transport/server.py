@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,17 +27,22 @@ from maddpg.types import Ack, Chunk, Error, Hello, InferenceReply, InferenceRequ
 
 log = logging.getLogger(__name__)
 
-# act(obs [B, d_i] per agent, noise [B, a_i] per agent or None) -> actions [B, a_i] per agent
-ActFn = Callable[[list[np.ndarray], list[np.ndarray | None]], list[np.ndarray]]
-# noise_factory(num_envs) -> one noise process per agent (or None), as maddpg.algo.exploration.make_noise
-NoiseFactory = Callable[[int], list]
+
+class BatchActor(Protocol):
+    """What the server asks for actions (maddpg.acting.Actor): it keeps each explorer's exploration state."""
+
+    def act(self, obs: list[np.ndarray], parts: Sequence[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        """Actions [B, a_i] per agent for observations [B, d_i] per agent, whose rows belong to the explorers
+        `parts` names in order, each with its envs' new-episode flags."""
+
+    def forget(self, stream: str) -> None:
+        """An explorer restarted or went away: its exploration state goes."""
 
 
 @dataclass
 class _Explorer:
     run_id: str
     num_envs: int
-    noise: list
     last_seen: float = field(default_factory=time.monotonic)
 
 
@@ -80,9 +85,9 @@ class InferenceServer:
       bind: ZeroMQ address, e.g. "tcp://0.0.0.0:5555" or "ipc:///tmp/x".
       env_spec: the agents (shapes of valid requests).
       spec_json: the run spec sent to explorers in Welcome.
-      act: the batched policy. noise_factory: per-explorer exploration noise.
+      actor: acts on each batch (and keeps every explorer's exploration state).
       may_collect: called with the env steps a batch would add and the envs of all registered explorers;
-        False holds the replies (pacing).
+        False holds the replies (pacing). None: never held.
       intake: takes chunks sent over ZeroMQ (the local queue); None: explorers send them elsewhere (Redis).
       key: the run's secret; only peers holding it get through (CURVE; None: no authentication).
       max_batch: most envs per inference batch. max_wait: seconds to wait for more requests.
@@ -94,8 +99,8 @@ class InferenceServer:
         (seconds from arrival to reply), e.g. to observe metrics.
     """
 
-    def __init__(self, bind: str, env_spec: EnvSpec, spec_json: str, act: ActFn, noise_factory: NoiseFactory,
-                 may_collect: Callable[[int, int], bool], *, intake: ChunkIntake | None = None,
+    def __init__(self, bind: str, env_spec: EnvSpec, spec_json: str, actor: BatchActor, *,
+                 may_collect: Callable[[int, int], bool] | None = None, intake: ChunkIntake | None = None,
                  key: RunKey | None = None, max_batch: int = 1024, max_wait: float = 0.0005, max_envs: int = 4096,
                  max_bytes: int = 64 << 20, max_explorers: int = 1024, idle_timeout: float = 600.0,
                  queue: str = "local", run_id: str = "", on_batch: Callable[[int, list[float]], None] | None = None,
@@ -111,7 +116,7 @@ class InferenceServer:
         self._spec_json, self._queue, self._run_id = spec_json, queue, run_id
         self._env_spec = env_spec
         self._obs_dims = env_spec.obs_dims
-        self._act, self._noise_factory = act, noise_factory
+        self._actor = actor
         self._intake, self._may_collect, self._on_batch = intake, may_collect, on_batch
         self._max_batch, self._max_wait, self._max_envs, self._max_bytes = max_batch, max_wait, max_envs, max_bytes
         self._max_explorers, self._idle_timeout = max_explorers, idle_timeout
@@ -169,6 +174,7 @@ class InferenceServer:
         idle = [k for k, e in self._explorers.items() if now - e.last_seen > self._idle_timeout]
         for name in idle:
             del self._explorers[name]
+            self._actor.forget(name)
         if idle:
             self._waiting = deque(w for w in self._waiting if w[1].explorer_id in self._explorers)
             log.info("forgot %d explorer(s) silent for %.0f s: %s", len(idle), self._idle_timeout, ", ".join(idle[:5]))
@@ -233,7 +239,8 @@ class InferenceServer:
             log.info("explorer %s restarted (run %s -> %s): dropping its old state", msg.explorer_id,
                      old.run_id, msg.run_id)
         self._waiting = deque(w for w in self._waiting if w[1].explorer_id != msg.explorer_id)
-        self._explorers[msg.explorer_id] = _Explorer(msg.run_id, msg.num_envs, self._noise_factory(msg.num_envs))
+        self._explorers[msg.explorer_id] = _Explorer(msg.run_id, msg.num_envs)
+        self._actor.forget(msg.explorer_id)  # a new life (or a hello again) starts its exploration afresh
         next_chunk = 1 if self._intake is None else self._intake.hello(msg.explorer_id, msg.run_id, msg.oldest_chunk)
         self._send(identity, Welcome(self._spec_json, self._queue, self._run_id, next_chunk))
         return 0
@@ -287,13 +294,13 @@ class InferenceServer:
                 break
             batch.append(item)
             envs += e
-        if not self._may_collect(envs, sum(e.num_envs for e in self._explorers.values())):
+        if self._may_collect is not None and not self._may_collect(
+                envs, sum(e.num_envs for e in self._explorers.values())):
             return  # the trainer is behind: hold the replies, the explorers wait
         for _ in batch:
             self._waiting.popleft()
         obs = [np.concatenate([r.obs[i] for _, r, _ in batch]) for i in range(len(self._obs_dims))]
-        noise = self._batch_noise(batch)
-        actions = self._act(obs, noise)
+        actions = self._actor.act(obs, [(r.explorer_id, r.done) for _, r, _ in batch])
         start = 0
         for identity, req, _ in batch:
             e = req.obs[0].shape[0]
@@ -306,18 +313,6 @@ class InferenceServer:
         self.stats.requests += len(batch)
         self.stats.batches += 1
         self.stats.envs_served += envs
-
-    def _batch_noise(self, batch) -> list[np.ndarray | None]:
-        per_agent: list[list[np.ndarray] | None] = [[] for _ in self._obs_dims]
-        for _, req, _ in batch:
-            state = self._explorers[req.explorer_id]
-            for i, process in enumerate(state.noise):
-                if process is None:
-                    per_agent[i] = None
-                    continue
-                process.reset(req.done)  # a new episode starts its noise afresh
-                per_agent[i].append(process())
-        return [None if p is None else np.concatenate(p) for p in per_agent]
 
     def _refuse(self, identity: bytes, seq: int, code: str, message: str, chunk: bool = False,
                 quiet: bool = False) -> int:

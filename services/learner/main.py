@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maddpg.agent import MADDPGAgent
-from maddpg.algo.exploration import make_noise
+from maddpg.agent import build_agent
 from maddpg.algo.learning import configure_threads
 from maddpg.envs.mpe import make_env
 from maddpg.episodes import Episode
@@ -26,6 +25,7 @@ from maddpg.resume import restore
 from maddpg.runfolder import RunFolder
 from maddpg.runspec import RunSpec
 from maddpg.tracking import RunTracker, TrainResult
+from maddpg.trainer import Trainer
 from maddpg.transport.security import RunKey
 from maddpg.transport.server import InferenceServer
 from services.learner.metrics import LearnerMetrics
@@ -43,10 +43,10 @@ class Pacer:
     due, the served count is set back to what was inserted.
     """
 
-    def __init__(self, agent: MADDPGAgent, chunk_len: int, max_pending: int = 2, stale_after: float = 5.0):
-        self._agent, self._chunk_len, self._max_pending = agent, chunk_len, max_pending
+    def __init__(self, trainer: Trainer, chunk_len: int, max_pending: int = 2, stale_after: float = 5.0):
+        self._trainer, self._chunk_len, self._max_pending = trainer, chunk_len, max_pending
         self._stale_after = stale_after
-        self.served_steps = agent.env_steps  # a restored learner counts on from its checkpoint
+        self.served_steps = trainer.env_steps  # a restored learner counts on from its checkpoint
         self._starved_since: float | None = None  # when the trainer began finding the queue empty
         self.held = 0
 
@@ -58,7 +58,7 @@ class Pacer:
             self._starved_since = time.monotonic()
 
     def may_collect(self, envs: int, registered_envs: int) -> bool:
-        inserted, pending = self._agent.env_steps, self._agent.pending_updates
+        inserted, pending = self._trainer.env_steps, self._trainer.pending_updates
         if pending > self._max_pending or self.served_steps - inserted > 2 * self._chunk_len * registered_envs:
             starved = self._starved_since
             if pending or starved is None or time.monotonic() - starved < self._stale_after:
@@ -105,7 +105,7 @@ class Learner:
         configure_threads(spec.tf_threads)
         self.spec, self._checkpoint_uri, self._idle_warning = spec, checkpoint_uri, idle_warning
         env_spec = build_env_spec(spec)
-        self.agent = MADDPGAgent(spec, env_spec, num_envs=1)
+        self.agent = build_agent(spec, env_spec)
         self.start = restore(self.agent, spec, run_dir, checkpoint_uri)
         self.run = RunFolder(run_dir, spec, env_spec, episodes=self.start.episodes, rewards=self.start.rewards)
         self.run_id = run_id or Path(run_dir).resolve().name
@@ -117,20 +117,15 @@ class Learner:
 
             self.queue = RedisQueue(self.queue_url, self.run_id,
                                     signing_key=None if key is None else key.stream_key)
-        self.pacer = Pacer(self.agent, spec.chunk_len)
-        heads = self.agent.heads
-        self._act_dims = [h.action_dim for h in heads]
-        noise_rng = np.random.default_rng(spec.seed + 17)
+        self.pacer = Pacer(self.agent.trainer, spec.chunk_len)
         self.server = InferenceServer(
-            bind, env_spec, spec.to_json(), self._act,
-            lambda e: [make_noise(spec.exploration, (e, h.action_dim), spec.exploration_sigma, spec.ou_theta,
-                                  noise_rng) for h in heads],
-            self.pacer.may_collect, intake=self.queue if isinstance(self.queue, LocalQueue) else None, key=key,
+            bind, env_spec, spec.to_json(), self.agent.actor, may_collect=self.pacer.may_collect,
+            intake=self.queue if isinstance(self.queue, LocalQueue) else None, key=key,
             max_batch=max_batch, max_wait=max_wait, queue=self.queue_url, run_id=self.run_id,
             on_batch=lambda envs, latencies: self.metrics.observe_batch(envs, latencies))
         self.address = self.server.address
         self.consumer = StreamConsumer(self.queue, IntakeLedger(self.start.intake), env_spec.obs_dims,
-                                       self._act_dims, self._insert, self._record)
+                                       [h.action_dim for h in self.agent.trainer.heads], self._insert, self._record)
         self.consumer.restored(self.start.counters)
         self.metrics = LearnerMetrics(self)
         self.metrics_port = None if metrics_port is None else self.metrics.service.serve(metrics_port)
@@ -145,13 +140,8 @@ class Learner:
         except BaseException as e:  # noqa: BLE001 - handed to the trainer thread, which ends the process
             self._server_error = e
 
-    def _act(self, obs: list[np.ndarray], noise: list[np.ndarray | None]) -> list[np.ndarray]:
-        if self.pacer.served_steps <= self.spec.warmup_steps:
-            return self.agent.policy.uniform(obs[0].shape[0])
-        return self.agent.policy.act(obs, noise=noise)
-
     def _insert(self, chunk) -> None:
-        self.agent.insert(chunk.transitions)
+        self.agent.trainer.insert(chunk.transitions)
 
     def _record(self, chunk) -> None:
         source = life_key(chunk.explorer_id, chunk.run_id)
@@ -181,7 +171,7 @@ class Learner:
         self.metrics.tracker = tracker
         self._next_idle_log = 0.0
         self._thread.start()  # explorers are served while the update compiles
-        self.agent.warm_up()
+        self.agent.trainer.warm_up()
         consumer = self.consumer
         try:
             while not tracker.done:  # Ctrl-C or SIGTERM sets tracker.stop
@@ -195,7 +185,7 @@ class Learner:
                     if tracker.done:
                         break  # chunks read but not consumed stay in the queue (Redis) or with their explorer
                 consumer.written(tracker.checkpoints_written)
-                due, start = self.agent.pending_updates, time.perf_counter()
+                due, start = self.agent.trainer.pending_updates, time.perf_counter()
                 losses = self.agent.update()
                 if losses is not None:
                     self.metrics.observe_updates(time.perf_counter() - start, due, losses)

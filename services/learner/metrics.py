@@ -55,7 +55,7 @@ class LearnerMetrics:
 
     def _read(self) -> Iterator[Sample]:
         learner, tracker = self._learner, self.tracker
-        agent, stats = learner.agent, learner.server.stats
+        agent, stats = learner.agent.trainer, learner.server.stats
         yield Sample("maddpg_env_steps", "counter", "env steps inserted into the replay buffer", agent.env_steps)
         yield Sample("maddpg_updates", "counter", "all-agent MADDPG updates run", agent.updates)
         yield Sample("maddpg_replay_buffer_transitions", "gauge", "transitions in the replay buffer",

@@ -21,9 +21,20 @@ ENV_SPEC = EnvSpec("test", (AgentSpec("a", 3, "discrete", 2, (2,)), AgentSpec("b
 KEY = RunKey.generate()
 
 
-def echo_act(obs, noise):
-    """Actions that carry the observation's first value: a reply shows whose request it answered."""
-    return [np.repeat(o[:, :1], a, axis=1) for o, a in zip(obs, ACT_DIMS)]
+class EchoActor:
+    """Actions that carry the observation's first value: a reply shows whose request it answered. Remembers
+    which explorers' rows each batch held, and which explorers the server told it to forget."""
+
+    def __init__(self):
+        self.parts, self.forgotten = [], []
+
+    def act(self, obs, parts):
+        assert sum(len(new) for _, new in parts) == obs[0].shape[0]
+        self.parts.append([(stream, new.copy()) for stream, new in parts])
+        return [np.repeat(o[:, :1], a, axis=1) for o, a in zip(obs, ACT_DIMS)]
+
+    def forget(self, stream):
+        self.forgotten.append(stream)
 
 
 class Served:
@@ -32,8 +43,9 @@ class Served:
         self.allow = threading.Event()
         self.allow.set()
         self.batch_sizes = []
-        self.server = InferenceServer(address, ENV_SPEC, '{"scenario": "test"}', echo_act, lambda e: [None, None],
-                                      lambda envs, registered: self.allow.is_set(), intake=self.queue, key=KEY,
+        self.actor = EchoActor()
+        self.server = InferenceServer(address, ENV_SPEC, '{"scenario": "test"}', self.actor,
+                                      may_collect=lambda envs, registered: self.allow.is_set(), intake=self.queue, key=KEY,
                                       on_batch=lambda envs, latencies: self.batch_sizes.append(envs), **kwargs)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.server.serve, args=(self.stop,), daemon=True)
@@ -84,6 +96,24 @@ def test_four_clients_get_their_own_actions_in_batches(address):
     assert stats.requests == 120 and stats.envs_served == 960
     assert max(served.batch_sizes) <= 16  # max_batch honoured: two 8-env requests at most
     assert stats.batches < 120  # requests were batched together
+
+
+def test_the_actor_hears_whose_envs_each_batch_holds_and_which_episodes_began(address):
+    served = Served(address, max_wait=0.05)
+    a, b = _client(address, "a", 3), _client(address, "b", 2)
+    began = {"a": np.array([True, False, True]), "b": np.array([False, True])}
+    threads = [threading.Thread(target=c.infer, args=(_obs(0.0, c.num_envs), np.zeros((c.num_envs, 2), np.float32),
+                                                      began[c.explorer_id])) for c in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    served.close()
+    seen = {stream: new for parts in served.actor.parts for stream, new in parts}
+    assert seen.keys() == {"a", "b"}
+    for name, new in began.items():
+        np.testing.assert_array_equal(seen[name], new)
+    assert set(served.actor.forgotten) == {"a", "b"}  # each hello starts the explorer's exploration afresh
 
 
 def test_max_wait_bounds_how_long_a_lone_request_waits(address):
@@ -247,6 +277,7 @@ def test_registrations_are_capped_and_idle_explorers_are_forgotten(address):
         time.sleep(0.05)
     assert isinstance(_ask(raw, [bytes(f) for f in encode(Hello("c", "r", 2))]), Welcome)
     served.close()
+    assert served.actor.forgotten.count("a") == 2 and served.actor.forgotten.count("b") == 2  # hello, then idle
 
 
 def test_pacing_holds_replies_until_the_trainer_catches_up(address):

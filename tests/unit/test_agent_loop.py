@@ -2,29 +2,27 @@
 
 import numpy as np
 
-from maddpg.agent import MADDPGAgent, UpdateSchedule, agent_policies
+from maddpg.agent import build_agent
 from maddpg.envs.mpe import MPEEnv
 from maddpg.local import Loop
 from maddpg.runspec import RunSpec
-
-
-class RecordingAgent(MADDPGAgent):
-    """The real agent, also remembering the observations it was asked to act on."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seen = []
-
-    def act(self, obs):
-        self.seen.append([o.copy() for o in obs])
-        return super().act(obs)
+from maddpg.trainer import UpdateSchedule, agent_policies
 
 
 def _run(steps, num_envs=2, **spec_fields):
+    """The real agent in the real loop; `agent.seen` holds the observations its actor was asked to act on."""
     spec = RunSpec(scenario="simple_spread", max_episode_len=10, batch_size=8, learning_starts=16,
                    update_every=5, replay_size=1000, num_units=8, **spec_fields)
     env = MPEEnv("simple_spread", num_envs=num_envs, max_cycles=10)
-    agent = RecordingAgent(spec, env.spec, num_envs)
+    agent = build_agent(spec, env.spec)
+    agent.seen = []
+    act = agent.actor.act
+
+    def recording_act(obs, parts, explore=True):
+        agent.seen.append([o.copy() for o in obs])
+        return act(obs, parts, explore)
+
+    agent.actor.act = recording_act
     loop = Loop(env, agent, seed=spec.seed)
     first_obs = [o.copy() for o in loop.obs]
     results = [loop.step() for _ in range(steps)]
@@ -33,14 +31,14 @@ def _run(steps, num_envs=2, **spec_fields):
 
 def test_stored_transitions_are_what_the_env_returned():
     agent, first_obs, results = _run(25, num_envs=2)
-    rows = agent.buffer.gather(np.arange(50))  # row = 2 * t + env
+    rows = agent.trainer.buffer.gather(np.arange(50))  # row = 2 * t + env
     for t, (step, _) in enumerate(results):
         for i in range(3):
             np.testing.assert_array_equal(rows.next_obs[i][2 * t:2 * t + 2], step.next_obs[i])
             np.testing.assert_array_equal(rows.obs[i][2 * t:2 * t + 2], agent.seen[t][i])
         np.testing.assert_array_equal(rows.reward[2 * t:2 * t + 2], step.reward)
     # obs and next_obs are different arrays with different contents (the seed project stored one list twice).
-    assert not np.shares_memory(agent.buffer._obs[0], agent.buffer._next_obs[0])
+    assert not np.shares_memory(agent.trainer.buffer._obs[0], agent.trainer.buffer._next_obs[0])
     assert not np.allclose(rows.obs[0], rows.next_obs[0])
     # next_obs of step t is obs of step t + 1 inside an episode.
     np.testing.assert_array_equal(rows.next_obs[0][0:2], rows.obs[0][2:4])
@@ -56,7 +54,7 @@ def test_first_action_of_an_episode_comes_from_the_reset_observation():
         np.testing.assert_array_equal(agent.seen[10][i], boundary.obs[i])  # the reset observation
         assert not np.array_equal(agent.seen[10][i], boundary.next_obs[i])  # not the terminal one
     # The stored transition of the last step keeps the terminal observation as next_obs.
-    np.testing.assert_array_equal(agent.buffer.gather(np.array([9])).next_obs[0][0], boundary.next_obs[0][0])
+    np.testing.assert_array_equal(agent.trainer.buffer.gather(np.array([9])).next_obs[0][0], boundary.next_obs[0][0])
 
 
 def test_episode_reward_is_the_sum_over_all_steps_and_agents():
@@ -90,9 +88,9 @@ def test_adversaries_use_the_adversary_policy():
 def test_warmup_acts_uniformly_then_the_policy_takes_over():
     agent, _, _ = _run(3, num_envs=4, warmup_steps=8)
     assert agent.env_steps == 12
-    one_hot = agent.buffer.gather(np.arange(8)).action[0]
+    one_hot = agent.trainer.buffer.gather(np.arange(8)).action[0]
     assert set(np.unique(one_hot)) == {0.0, 1.0}  # uniform one-hot actions during warm-up
-    soft = agent.buffer.gather(np.arange(8, 12)).action[0]
+    soft = agent.trainer.buffer.gather(np.arange(8, 12)).action[0]
     assert not set(np.unique(soft)) <= {0.0, 1.0}  # Gumbel-softmax samples afterwards
 
 
@@ -103,14 +101,16 @@ def test_a_restored_agent_continues_with_the_same_random_streams():
     twin.restore(arrays, counters)
     assert (twin.env_steps, twin.updates) == (agent.env_steps, agent.updates)
     obs = [np.ones((2, 18), np.float32)] * 3
-    for a, b in zip(agent.act(obs), twin.act(obs)):
+    parts = [("local", np.zeros(2, bool))]
+    for a, b in zip(agent.actor.act(obs, parts), twin.actor.act(obs, parts)):
         np.testing.assert_array_equal(a, b)  # same weights and same acting stream
-    np.testing.assert_array_equal(agent._rng.integers(0, 10**6, 8), twin._rng.integers(0, 10**6, 8))  # sampling
+    sampled = [x.trainer.rng.integers(0, 10**6, 8) for x in (agent, twin)]
+    np.testing.assert_array_equal(*sampled)  # the same replay sampling stream
 
 
 def test_a_shared_batch_agent_trains_on_the_same_schedule():
     agent, _, _ = _run(20, num_envs=2, shared_batch=True)
     assert agent.updates == 6
-    metrics = agent.learn_once()
+    metrics = agent.trainer.learn_once()
     assert all(np.isfinite(metrics[k]).all() and metrics[k].shape == (3,) for k in ("q_loss", "p_loss", "q"))
-    agent.warm_up()  # compiles the shared-batch shapes
+    agent.trainer.warm_up()  # compiles the shared-batch shapes

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from maddpg.algo import distributions as D
-from maddpg.algo import heads as H
-from maddpg.algo.exploration import GaussianNoise, OrnsteinUhlenbeckNoise
+from maddpg.acting import heads as H
+from maddpg.acting.noise import GaussianNoise, OrnsteinUhlenbeckNoise
 from maddpg.envs.spaces import AgentSpec
 
 DISCRETE = AgentSpec("a", 4, "discrete", 20, (5, 4))

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from maddpg.algo import heads as H
+from maddpg.acting import heads as H
 from maddpg.algo.learning import MADDPGLearner
-from maddpg.algo.policy import mlp_forward
+from maddpg.acting.policy import mlp_forward
 from maddpg.envs.spaces import AgentSpec, EnvSpec
 
 GAMMA, TAU, LR, REG = 0.9, 0.05, 1e-3, 1e-3

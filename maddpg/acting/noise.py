@@ -9,10 +9,10 @@ class GaussianNoise:
     """Independent N(0, sigma^2) noise per env and action dimension."""
 
     def __init__(self, shape: tuple[int, int], sigma: float, rng: np.random.Generator):
-        self._shape, self._sigma, self._rng = shape, sigma, rng
+        self.shape, self._sigma, self._rng = shape, sigma, rng
 
     def __call__(self) -> np.ndarray:
-        return self._sigma * self._rng.standard_normal(self._shape)
+        return self._sigma * self._rng.standard_normal(self.shape)
 
     def reset(self, mask: np.ndarray | None = None) -> None:
         """Gaussian noise has no state."""
@@ -30,6 +30,10 @@ class OrnsteinUhlenbeckNoise:
                  mu: float = 0.0, dt: float = 1.0):
         self._sigma, self._theta, self._mu, self._dt, self._rng = sigma, theta, mu, dt, rng
         self.state = np.full(shape, mu, np.float64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.state.shape
 
     def __call__(self) -> np.ndarray:
         drift = self._theta * (self._mu - self.state) * self._dt
