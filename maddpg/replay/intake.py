@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from maddpg.replay.ledger import IntakeLedger, life_key
 from maddpg.replay.queue import ChunkSource
@@ -25,6 +25,13 @@ from maddpg.transport.codec import chunk_problem
 from maddpg.types import Chunk
 
 log = logging.getLogger(__name__)
+
+
+class ChunkCounts(NamedTuple):
+    consumed: int
+    duplicate: int
+    lost: int
+    rejected: int
 
 
 class StreamConsumer:
@@ -69,6 +76,10 @@ class StreamConsumer:
         self._record(chunk)
         self.inserted += 1
         return True
+
+    def counts(self) -> ChunkCounts:
+        """The chunks consumed, skipped as duplicates, lost and rejected, over the whole run."""
+        return ChunkCounts(self.inserted, self.ledger.duplicates, self.ledger.lost, self.rejected)
 
     def position(self) -> dict:
         """For a checkpoint: the ledger's positions and the run's chunk counts (see `restored`)."""

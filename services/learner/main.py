@@ -28,7 +28,7 @@ from maddpg.tracking import RunTracker, TrainResult
 from maddpg.trainer import Trainer
 from maddpg.transport.security import RunKey
 from maddpg.transport.server import InferenceServer
-from services.learner.metrics import LearnerMetrics
+from services.learner.metrics import LearnerMetrics, Watched
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +118,17 @@ class Learner:
             self.queue = RedisQueue(self.queue_url, self.run_id,
                                     signing_key=None if key is None else key.stream_key)
         self.pacer = Pacer(self.agent.trainer, spec.chunk_len)
+        self.metrics = LearnerMetrics(self.run_id)
         self.server = InferenceServer(
             bind, env_spec, spec.to_json(), self.agent.actor, may_collect=self.pacer.may_collect,
             intake=self.queue if isinstance(self.queue, LocalQueue) else None, key=key,
             max_batch=max_batch, max_wait=max_wait, queue=self.queue_url, run_id=self.run_id,
-            on_batch=lambda envs, latencies: self.metrics.observe_batch(envs, latencies))
+            on_batch=self.metrics.observe_batch)
         self.address = self.server.address
         self.consumer = StreamConsumer(self.queue, IntakeLedger(self.start.intake), env_spec.obs_dims,
                                        [h.action_dim for h in self.agent.trainer.heads], self._insert, self._record)
         self.consumer.restored(self.start.counters)
-        self.metrics = LearnerMetrics(self)
+        self.metrics.watch(Watched(self.agent.trainer, self.server, self.queue, self.consumer, lambda: self.pacer.held))
         self.metrics_port = None if metrics_port is None else self.metrics.service.serve(metrics_port)
         self._stop_serving = threading.Event()
         self._server_error: BaseException | None = None
@@ -168,7 +169,7 @@ class Learner:
             self.run, self.agent, self.start.episodes, progress, f"learner {self.spec.scenario}",
             self._checkpoint_uri, on_checkpoint=self.metrics.observe_checkpoint,
             position=self.consumer.position)
-        self.metrics.tracker = tracker
+        self.metrics.watched.tracker = tracker
         self._next_idle_log = 0.0
         self._thread.start()  # explorers are served while the update compiles
         self.agent.trainer.warm_up()

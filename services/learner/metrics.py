@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,20 +17,34 @@ from maddpg.telemetry.metrics import BATCH_BUCKETS, CHECKPOINT_BUCKETS, LATENCY_
 from maddpg.transport.server import ERROR_CODES
 
 if TYPE_CHECKING:
+    from maddpg.replay.intake import StreamConsumer
     from maddpg.tracking import RunTracker
-    from services.learner.main import Learner
+    from maddpg.trainer import Trainer
+    from maddpg.transport.server import InferenceServer
 
 log = logging.getLogger(__name__)
 
 
-class LearnerMetrics:
-    """The learner's metrics: histograms observed as things happen, the rest read from the learner on scrape."""
+@dataclass
+class Watched:
+    """The learner's parts whose state the metrics read on scrape."""
 
-    def __init__(self, learner: Learner):
-        self._learner = learner
-        self.tracker: RunTracker | None = None  # set once training starts
+    trainer: Trainer
+    server: InferenceServer
+    queue: object  # LocalQueue or RedisQueue: depth(), and pending() for Redis
+    consumer: StreamConsumer
+    pacing_holds: Callable[[], int]
+    tracker: RunTracker | None = None  # set once training starts
+
+
+class LearnerMetrics:
+    """The learner's metrics: histograms observed as things happen (`observe_*`), the rest read on scrape from
+    the parts handed to `watch`."""
+
+    def __init__(self, run_id: str):
+        self.watched: Watched | None = None
         self._losses: dict[str, np.ndarray] | None = None
-        self.service = m = ServiceMetrics("learner", learner.run_id)
+        self.service = m = ServiceMetrics("learner", run_id)
         self._batch = m.histogram("maddpg_inference_batch_size", "envs answered per inference batch", BATCH_BUCKETS)
         self._latency = m.histogram("maddpg_inference_latency_seconds",
                                     "time from an inference request's arrival to its reply", LATENCY_BUCKETS)
@@ -38,6 +53,9 @@ class LearnerMetrics:
         self._checkpoint = m.histogram("maddpg_checkpoint_duration_seconds",
                                        "time to write one checkpoint (successful or not)", CHECKPOINT_BUCKETS)
         m.read(self._read)
+
+    def watch(self, watched: Watched) -> None:
+        self.watched = watched
 
     def observe_batch(self, envs: int, latencies: list[float]) -> None:
         self._batch.observe(envs)
@@ -54,13 +72,15 @@ class LearnerMetrics:
         self._checkpoint.observe(seconds)
 
     def _read(self) -> Iterator[Sample]:
-        learner, tracker = self._learner, self.tracker
-        agent, stats = learner.agent.trainer, learner.server.stats
-        yield Sample("maddpg_env_steps", "counter", "env steps inserted into the replay buffer", agent.env_steps)
-        yield Sample("maddpg_updates", "counter", "all-agent MADDPG updates run", agent.updates)
+        w = self.watched
+        if w is None:
+            return
+        trainer, server, stats, tracker = w.trainer, w.server, w.server.stats, w.tracker
+        yield Sample("maddpg_env_steps", "counter", "env steps inserted into the replay buffer", trainer.env_steps)
+        yield Sample("maddpg_updates", "counter", "all-agent MADDPG updates run", trainer.updates)
         yield Sample("maddpg_replay_buffer_transitions", "gauge", "transitions in the replay buffer",
-                     len(agent.buffer))
-        yield Sample("maddpg_pending_updates", "gauge", "updates due but not run yet", agent.pending_updates)
+                     len(trainer.buffer))
+        yield Sample("maddpg_pending_updates", "gauge", "updates due but not run yet", trainer.pending_updates)
         if tracker is not None:
             yield Sample("maddpg_episodes", "counter", "episodes finished", tracker.episodes)
             if not math.isnan(tracker.mean_reward):
@@ -71,11 +91,11 @@ class LearnerMetrics:
             yield Sample("maddpg_checkpoint_failures", "counter", "checkpoint writes that failed", cp.failed)
         try:
             yield Sample("maddpg_replay_queue_depth", "gauge",
-                         "chunks waiting in the replay queue (Redis: the consumer group's lag)", learner.queue.depth())
-            if isinstance(learner.queue, RedisQueue):
+                         "chunks waiting in the replay queue (Redis: the consumer group's lag)", w.queue.depth())
+            if isinstance(w.queue, RedisQueue):
                 yield Sample("maddpg_replay_queue_unacked", "gauge",
                              "chunks read but not acknowledged yet (acknowledged once a checkpoint covers them)",
-                             learner.queue.pending())
+                             w.queue.pending())
         except QueueError as e:
             log.warning("replay queue depth unknown: %s", e)
         yield Sample("maddpg_inference_requests", "counter", "inference requests answered", stats.requests)
@@ -85,26 +105,26 @@ class LearnerMetrics:
             yield Sample("maddpg_inference_errors", "counter", "messages refused or dropped, by error code", stats.errors[code],
                          {"code": code})
         yield Sample("maddpg_explorers", "gauge", "explorers registered with the inference server",
-                     learner.server.num_explorers)
+                     server.num_explorers)
         yield Sample("maddpg_auth_failures", "counter", "peers refused for not holding the run's key",
-                     learner.server.auth_failures)
+                     server.auth_failures)
         yield Sample("maddpg_inference_idle_seconds", "gauge",
                      "seconds since an explorer last asked for actions (a run without explorers collects nothing)",
-                     time.monotonic() - learner.server.last_request)
-        consumer = learner.consumer
+                     time.monotonic() - server.last_request)
+        counts = w.consumer.counts()
         for name, help_text, value in (
-                ("maddpg_replay_chunks_consumed", "chunks inserted into the replay buffer", consumer.inserted),
+                ("maddpg_replay_chunks_consumed", "chunks inserted into the replay buffer", counts.consumed),
                 ("maddpg_replay_chunks_duplicate", "chunks skipped because a checkpoint or the buffer already held "
-                 "them (resent, or re-read after a restart)", consumer.ledger.duplicates),
+                 "them (resent, or re-read after a restart)", counts.duplicate),
                 ("maddpg_replay_chunks_lost", "chunks that never arrived (gaps in an explorer's numbering, e.g. a "
-                 "Redis restarted without persistence)", consumer.ledger.lost),
+                 "Redis restarted without persistence)", counts.lost),
                 ("maddpg_replay_chunks_rejected", "chunks refused as malformed, non-finite or out of range",
-                 consumer.rejected)):
+                 counts.rejected)):
             yield Sample(name, "counter", help_text, value)
         yield Sample("maddpg_pacing_holds", "counter",
-                     "inference batches held back because the trainer was behind (back-pressure)", learner.pacer.held)
+                     "inference batches held back because the trainer was behind (back-pressure)", w.pacing_holds())
         if self._losses is not None:
-            names = agent.env_spec.agent_ids
+            names = trainer.env_spec.agent_ids
             for key, name, help_text in (("q_loss", "maddpg_critic_loss", "critic loss of the last update"),
                                          ("p_loss", "maddpg_actor_loss", "actor loss of the last update"),
                                          ("q", "maddpg_q_value", "mean Q of the last update's batch")):
