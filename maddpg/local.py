@@ -10,6 +10,7 @@ from maddpg.agent import Agent, build_agent
 from maddpg.algo.learning import configure_threads
 from maddpg.envs.mpe import make_env
 from maddpg.episodes import Episode, EpisodeTracker
+from maddpg.memory import check_fits_machine
 from maddpg.resume import restore
 from maddpg.runfolder import RunFolder
 from maddpg.runspec import RunSpec
@@ -53,6 +54,7 @@ def train(spec: RunSpec, run_dir: Path, *, progress: bool = True, checkpoint_uri
     """
     configure_threads(spec.tf_threads)
     env = make_env(spec)
+    check_fits_machine(spec, env.spec.agents)
     agent = build_agent(spec, env.spec)
     start = restore(agent, spec, run_dir, checkpoint_uri)
     run = RunFolder(run_dir, spec, env.spec, episodes=start.episodes, rewards=start.rewards)

@@ -18,6 +18,7 @@ from maddpg.agent import build_agent
 from maddpg.algo.learning import configure_threads
 from maddpg.envs.mpe import make_env
 from maddpg.episodes import Episode
+from maddpg.memory import check_fits_machine
 from maddpg.replay.intake import StreamConsumer
 from maddpg.replay.ledger import IntakeLedger, life_key
 from maddpg.replay.queue import LocalQueue
@@ -105,6 +106,7 @@ class Learner:
         configure_threads(spec.tf_threads)
         self.spec, self._checkpoint_uri, self._idle_warning = spec, checkpoint_uri, idle_warning
         env_spec = build_env_spec(spec)
+        check_fits_machine(spec, env_spec.agents)
         self.agent = build_agent(spec, env_spec)
         self.start = restore(self.agent, spec, run_dir, checkpoint_uri)
         self.run = RunFolder(run_dir, spec, env_spec, episodes=self.start.episodes, rewards=self.start.rewards)

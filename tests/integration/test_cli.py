@@ -48,6 +48,9 @@ def test_api_help_names_its_options():
     (["train", "--scenario", "simple", "--num-agents", "3"], "num_agents"),
     (["train", "--env-kwarg", "N=x"], "N"),
     (["evaluate", "/nonexistent/run"], "does not exist"),
+    # 1e8 transitions of 20 agents (about 1.8 TiB): refused before the buffer is allocated, on any machine.
+    (["train", "--scenario", "simple_spread", "--num-agents", "20", "--replay-size", "100000000", "--num-episodes",
+      "10000000", "--run-dir", "/tmp/maddpg-never-written"], "lower replay_size to at most"),
 ])
 def test_bad_input_is_a_clear_error_without_traceback(args, words):
     result = run(*args)
