@@ -18,7 +18,7 @@ import json
 
 import numpy as np
 
-from maddpg.algo import heads as H
+from maddpg.acting import heads as H
 from maddpg.algo.learning import MADDPGLearner
 from maddpg.algo.policy import NumpyPolicy
 from maddpg.envs.spaces import EnvSpec

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from maddpg.algo.heads import make_heads
+from maddpg.acting.heads import make_heads
 from maddpg.algo.policy import NumpyPolicy
 from maddpg.checkpoint import Checkpoint, CheckpointError
 from maddpg.envs.mpe import make_env

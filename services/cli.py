@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from maddpg.runspec import RunSpec, format_validation_error
 
 RUN_KEY_FILE = "run.key"  # a learner started without a key keeps the one it made in its run folder
+SERVICE_SUITES = {"api": "services.api.bench"}  # benchmark suites of the services, beside the library's
 from maddpg.telemetry.logs import FORMATS, default_format, setup_logging
 
 
@@ -192,12 +193,13 @@ def cmd_scenarios(ns: argparse.Namespace) -> int:
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
-    from maddpg.bench import run_suites
+    from maddpg.bench import SUITES, run_suites
 
     options = {k: getattr(ns, k) for k in ("seeds", "episodes", "scenarios") if getattr(ns, k) is not None}
     if options and ns.suite != "learning":
         raise UserError(f"--{', --'.join(options)}: options of the learning suite only")
-    return run_suites(ns.suite, quick=ns.quick, out=ns.out, out_dir=ns.out_dir, options=options)
+    return run_suites(ns.suite, quick=ns.quick, out=ns.out, out_dir=ns.out_dir, options=options,
+                      suites={**SUITES, **SERVICE_SUITES})
 
 
 def _learner_key(ns: argparse.Namespace, run_dir: Path, log: logging.Logger):

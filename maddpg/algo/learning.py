@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from maddpg.algo import distributions as D
-from maddpg.algo.heads import Head
+from maddpg.acting.heads import Head
 from maddpg.algo.networks import MLP
 from maddpg.envs.spaces import EnvSpec
 

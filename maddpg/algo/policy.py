@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from maddpg.algo import heads as H
+from maddpg.acting import heads as H
 from maddpg.algo.exploration import make_noise
 
 # One actor: [(W1, b1), (W2, b2), (W3, b3)], ReLU between layers.
@@ -27,7 +27,7 @@ class NumpyPolicy:
     """Acts for every agent on a batch of observations.
 
     Args:
-      heads: one `maddpg.algo.heads.Head` per agent.
+      heads: one `maddpg.acting.heads.Head` per agent.
       weights: one actor's weights per agent (see `Weights`).
       rng: numpy generator for sampling and noise.
       exploration: "sample", "ou" or "gaussian" (the run spec's field).

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from maddpg.algo.heads import make_heads, to_env, uniform
+from maddpg.acting.heads import make_heads, to_env, uniform
 from maddpg.bench.harness import Result, write
 from maddpg.envs.mpe import make_env
 from maddpg.envs.spaces import is_adversary

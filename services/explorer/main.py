@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from maddpg.algo.heads import make_heads, to_env
+from maddpg.acting.heads import make_heads, to_env
 from maddpg.envs.mpe import make_env
 from maddpg.episodes import EpisodeTracker
 from maddpg.runspec import RunSpec

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from maddpg.algo import distributions as D
-from maddpg.algo import heads as H
+from maddpg.acting import heads as H
 from maddpg.algo.exploration import GaussianNoise, OrnsteinUhlenbeckNoise
 from maddpg.envs.spaces import AgentSpec
 

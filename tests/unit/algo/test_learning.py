@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from maddpg.algo import heads as H
+from maddpg.acting import heads as H
 from maddpg.algo.learning import MADDPGLearner
 from maddpg.algo.policy import mlp_forward
 from maddpg.envs.spaces import AgentSpec, EnvSpec

@@ -1,7 +1,7 @@
 """Policy heads: how an actor's output becomes an action vector and an env action (numpy, no TensorFlow).
 
 A head pairs an action distribution with an agent's action space. The learner's TensorFlow versions of the
-same distributions live in `distributions.py`; a test checks that both agree. The explorer and `evaluate`
+same distributions live in `maddpg/algo/distributions.py`; a test checks that both agree. The explorer and `evaluate`
 use this module only, so they never import TensorFlow.
 """
 
