@@ -49,9 +49,11 @@ class LocalRun:
       spec: the run spec (its `explorers` and `envs_per_explorer` size the run).
       run_dir: the learner's run folder. quiet: no progress bar from the learner.
       queue: the replay queue, "local" or a redis:// URL.
+      key: the run's key (default: a new one): only this run's processes can talk to its learner.
     """
 
-    def __init__(self, spec: RunSpec, run_dir: Path, quiet: bool = False, queue: str = "local"):
+    def __init__(self, spec: RunSpec, run_dir: Path, quiet: bool = False, queue: str = "local",
+                 key: RunKey | None = None):
         self.spec, self.run_dir, self.quiet, self.queue = spec, Path(run_dir), quiet, queue
         self.address = free_tcp_address()
         # Prometheus endpoints: role ("learner", "explorer-K") -> port
@@ -59,7 +61,7 @@ class LocalRun:
                               ["learner", *(f"explorer-{k}" for k in range(spec.explorers))]}
         self.learner: subprocess.Popen | None = None
         self.explorers: list[subprocess.Popen] = []
-        self.key = RunKey.load() or RunKey.generate()  # only this run's processes can talk to its learner
+        self.key = key or RunKey.generate()
 
     def environment(self) -> dict[str, str]:
         """The run processes' environment: one BLAS thread, quiet TensorFlow, the run's key."""

@@ -112,18 +112,6 @@ def test_exploration_noise_resolves_to_a_deterministic_actor():
     assert RunSpec(continuous_actions=True).resolved_action_dist == "gaussian"
 
 
-def test_learner_pods_take_the_spec_from_the_environment(monkeypatch):
-    """Kubernetes pods get their run spec as JSON text in MADDPG_RUN_SPEC; flags still override its fields."""
-    from services.cli import UserError, build_parser, spec_from_args
-
-    monkeypatch.setenv("MADDPG_RUN_SPEC", RunSpec(scenario="simple_tag", seed=7).to_json())
-    spec = spec_from_args(build_parser().parse_args(["learner", "--seed", "3"]))
-    assert (spec.scenario, spec.seed) == ("simple_tag", 3)
-    monkeypatch.setenv("MADDPG_RUN_SPEC", "{not json")
-    with pytest.raises(UserError, match="MADDPG_RUN_SPEC"):
-        spec_from_args(build_parser().parse_args(["learner"]))
-
-
 def test_a_resumed_run_may_change_how_long_it_runs_but_not_what_it_learns():
     saved = RunSpec(scenario="simple_spread", num_agents=3)
     assert saved.resume_conflicts(saved) == []
