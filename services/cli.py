@@ -33,20 +33,12 @@ API_SETTINGS = ["host", "port", "log_format"]
 def cmd_train(ns: argparse.Namespace) -> int:
     settings: ServiceSettings = ns.settings
     spec = spec_from_args(ns, settings.run_spec)
-    if spec.display or spec.benchmark:
-        if not spec.restore:
-            raise UserError("--display and --benchmark show a trained policy: pass --restore RUN_DIR_OR_CHECKPOINT")
-        ns.path, ns.greedy, ns.gif, ns.num_envs = Path(spec.restore), False, None, 8
-        ns.episodes = max(1, spec.benchmark_iters // spec.max_episode_len) if spec.benchmark else 10
-        ns.benchmark = Path(ns.run_dir or ".") / "benchmark.json" if spec.benchmark else None
-        ns.display, ns.seed = spec.display, spec.seed
-        return cmd_evaluate(ns)
-
     run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
     if spec.explorers > 0:
         from maddpg.launch import LocalRun
 
-        run = LocalRun(spec, run_dir, quiet=ns.quiet, queue=settings.replay.queue, key=_key(settings))
+        run = LocalRun(spec, run_dir, quiet=ns.quiet, queue=settings.replay.queue, key=_key(settings),
+                       warm_start=ns.restore)
         run.start()
         code = run.wait()
         print(f"{'interrupted' if code == 130 else 'done'}: learner and {spec.explorers} explorers stopped; "
@@ -58,7 +50,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
     if settings.replay.redis_url:
         print(f"maddpg train: note: a single-process run has no replay queue; --queue {settings.replay.queue} "
               "applies to runs with --explorers", file=sys.stderr)
-    result = train(spec, run_dir, progress=not ns.quiet, checkpoint_uri=settings.storage.checkpoint_uri)
+    result = train(spec, run_dir, progress=not ns.quiet, checkpoint_uri=settings.storage.checkpoint_uri,
+                   warm_start=ns.restore)
     state = "interrupted" if result.interrupted else "done"
     print(f"{state}: {result.episodes} episodes, {result.env_steps} env steps, {result.updates} updates "
           f"in {result.seconds:.0f} s; mean episode reward (last 100, sum over agents): {result.mean_reward:.2f}")
@@ -71,13 +64,13 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     from maddpg.evaluation import evaluate, write_gif
 
     ckpt = Checkpoint(ns.path)
-    if getattr(ns, "display", False):
+    if ns.display:
         from maddpg.evaluation import display
 
         display(ckpt, ns.episodes, seed=ns.seed, greedy=ns.greedy)
         return 0
     result = evaluate(ckpt, ns.episodes, seed=ns.seed, greedy=ns.greedy, num_envs=ns.num_envs,
-                      benchmark_out=ns.benchmark, progress=not getattr(ns, "quiet", False))
+                      benchmark_out=ns.benchmark, progress=not ns.quiet)
     print(f"checkpoint: {ckpt.path}")
     for name, values in zip(result.agent_ids, result.per_agent.T, strict=True):
         print(f"  {name}: {values.mean():.2f}")
@@ -162,7 +155,7 @@ def cmd_learner(ns: argparse.Namespace) -> int:
     learner = Learner(spec, run_dir, serving.bind, key=_learner_key(settings, run_dir, log),
                       max_batch=serving.max_batch, max_wait=serving.max_wait_ms / 1e3,
                       checkpoint_uri=settings.storage.checkpoint_uri, queue=settings.replay.queue,
-                      run_id=serving.run_id, metrics_port=settings.metrics_port)
+                      run_id=serving.run_id, metrics_port=settings.metrics_port, warm_start=ns.restore)
     ns.log_context.run_id = learner.run_id
     ns.log_context.step = lambda: learner.agent.env_steps
     log.info("learner serving on %s%s", learner.address,
@@ -217,6 +210,13 @@ def cmd_api(ns: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+def _add_restore_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--restore", default=None, metavar="CHECKPOINT_OR_RUN_DIR",
+                        help="a checkpoint (folder or URI) or run folder of another run to start from; a run that "
+                             "has checkpoints of its own resumes from its newest by itself (to watch or benchmark a "
+                             "trained policy: `maddpg evaluate --display / --benchmark`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maddpg",
@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, default=None,
                    help="run folder to write (default: runs/SCENARIO-seedSEED); a folder holding this run (same "
                         "spec) is continued from its newest checkpoint, one holding another run is refused")
+    _add_restore_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_setting_flags(p, ServiceSettings, TRAIN_SETTINGS)
     add_spec_flags(p)
@@ -285,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, default=None,
                    help="run folder (default: runs/SCENARIO-seedSEED); without a run key given, the learner uses "
                         "its run.key, made on the first start")
+    _add_restore_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_setting_flags(p, ServiceSettings, LEARNER_SETTINGS)
     add_spec_flags(p)
