@@ -168,7 +168,10 @@ def _problem(cls: type[BaseSettings], item: dict, given: dict[str, Any]) -> str:
     if key not in cls.model_fields and depth == 1:  # an alias (REDIS_URL): pydantic names the field so
         key = next((name for name, field in cls.model_fields.items() if field.validation_alias is not None
                     and key in _aliases(field)), key)
-    name = _extra(_field(cls, key)).get("flag") if key in given else env_name(cls, key)
+    try:
+        name = _extra(_field(cls, key)).get("flag") if key in given else env_name(cls, key)
+    except KeyError:  # not a setting of cls: say where pydantic found the problem
+        name = key
     inner = ".".join(loc[depth:])
     return f"{name}{'[' + inner + ']' if inner else ''}: {message}"
 

@@ -19,7 +19,6 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
-
 def _address(*schemes: str, plain: str | None = None):
     """A validator: the value is `plain` or starts with one of `schemes` followed by something."""
     def check(value: str | None) -> str | None:
@@ -93,8 +92,8 @@ class TransportSettings(_Section):
                                         description="the run's key, 64 hex characters (wins over a key file set "
                                                     "in the environment)")
     run_key_file: Path | None = setting(None, env="MADDPG_RUN_KEY_FILE", flag="--run-key-file",
-                                        description="a file holding the run's key (the flag wins over MADDPG_RUN_KEY, the "
-                                                    "variable does not)")
+                                        description="a file holding the run's key (the flag wins over "
+                                                    "MADDPG_RUN_KEY, the variable does not)")
 
 
 class ReplaySettings(_Section):

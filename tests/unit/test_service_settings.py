@@ -146,8 +146,8 @@ def _pod_environment(job: dict, pod_name: str) -> dict[str, str]:
 
 def test_the_kubernetes_launcher_sets_variables_the_settings_read(monkeypatch):
     """Every MADDPG_* and REDIS_URL variable of the learner and explorer pods is a setting, and reaches it."""
-    config = ClusterConfig("training", "maddpg:dev", checkpoint_uri="s3://bucket/runs", redis_url="redis://:pw@r:6379/0",
-                           redis_password_secret="redis")
+    config = ClusterConfig("training", "maddpg:dev", checkpoint_uri="s3://bucket/runs",
+                           redis_url="redis://:pw@r:6379/0", redis_password_secret="redis")
     spec = RunSpec(scenario="simple_spread", explorers=2, envs_per_explorer=32)
     owner = owner_reference("maddpg-r1-learner", "0b6b9f3c-8f5e-4a51-9a52-2b5c7a1d4e00")
     learner = _pod_environment(learner_job("r1", spec, config, LEARNER_RESOURCES), "learner-pod")
