@@ -97,7 +97,7 @@ class Checkpoint:
             self.manifest = json.loads(self.store.get(self.name, MANIFEST))
             if self.manifest.get("format") != FORMAT:
                 raise CheckpointError(f"{self.path}: checkpoint format {self.manifest.get('format')} is not {FORMAT}")
-            self.spec = RunSpec.model_validate(self.manifest["spec"])
+            self.spec = RunSpec.from_stored(self.manifest["spec"])
             self.env_spec = EnvSpec(self.spec.scenario, tuple(
                 AgentSpec(**{**a, "action_groups": tuple(a["action_groups"])}) for a in self.manifest["agents"]))
             self.counters: dict[str, float] = self.manifest["counters"]

@@ -49,17 +49,21 @@ class LocalRun:
       spec: the run spec (its `explorers` and `envs_per_explorer` size the run).
       run_dir: the learner's run folder. quiet: no progress bar from the learner.
       queue: the replay queue, "local" or a redis:// URL.
+      key: the run's key (default: a new one): only this run's processes can talk to its learner.
+      warm_start: a checkpoint or run folder of another run for the learner to start from (`--restore`).
     """
 
-    def __init__(self, spec: RunSpec, run_dir: Path, quiet: bool = False, queue: str = "local"):
+    def __init__(self, spec: RunSpec, run_dir: Path, quiet: bool = False, queue: str = "local",
+                 key: RunKey | None = None, warm_start: str | Path | None = None):
         self.spec, self.run_dir, self.quiet, self.queue = spec, Path(run_dir), quiet, queue
+        self.warm_start = warm_start
         self.address = free_tcp_address()
         # Prometheus endpoints: role ("learner", "explorer-K") -> port
         self.metrics_ports = {role: free_tcp_port() for role in
                               ["learner", *(f"explorer-{k}" for k in range(spec.explorers))]}
         self.learner: subprocess.Popen | None = None
         self.explorers: list[subprocess.Popen] = []
-        self.key = RunKey.load() or RunKey.generate()  # only this run's processes can talk to its learner
+        self.key = key or RunKey.generate()
 
     def environment(self) -> dict[str, str]:
         """The run processes' environment: one BLAS thread, quiet TensorFlow, the run's key."""
@@ -87,6 +91,7 @@ class LocalRun:
         spec_file.write_text(self.spec.to_json())
         args = ["learner", "--bind", self.address, "--run-dir", str(self.run_dir), "--spec", str(spec_file),
                 "--queue", self.queue, "--metrics-port", str(self.metrics_ports["learner"])]
+        args += ["--restore", str(self.warm_start)] if self.warm_start else []
         self.learner = self._spawn(args + (["--quiet"] if self.quiet else []))
 
     def wait(self) -> int:

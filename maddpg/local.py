@@ -46,17 +46,19 @@ class Loop:
         return step, self.tracker.add(step.reward, self._new_episode)
 
 
-def train(spec: RunSpec, run_dir: Path, *, progress: bool = True, checkpoint_uri: str | None = None) -> TrainResult:
+def train(spec: RunSpec, run_dir: Path, *, progress: bool = True, checkpoint_uri: str | None = None,
+          warm_start: str | Path | None = None) -> TrainResult:
     """Trains until `spec.num_episodes` episodes ended (or Ctrl-C), then writes the checkpoint, CSV and plot.
 
     `checkpoint_uri` chooses the checkpoint store (default: the run folder's checkpoints/). A run whose store
-    holds a checkpoint continues from the newest (see maddpg.resume).
+    holds a checkpoint continues from the newest; one that holds none starts from `warm_start` if given (another
+    run's checkpoint or folder; see maddpg.resume).
     """
     configure_threads(spec.tf_threads)
     env = make_env(spec)
     check_fits_machine(spec, env.spec.agents)
     agent = build_agent(spec, env.spec)
-    start = restore(agent, spec, run_dir, checkpoint_uri)
+    start = restore(agent, spec, run_dir, checkpoint_uri, warm_start)
     run = RunFolder(run_dir, spec, env.spec, episodes=start.episodes, rewards=start.rewards)
     tracker = RunTracker(run, agent, start.episodes, progress, f"train {spec.scenario}", checkpoint_uri)
     loop = Loop(env, agent, spec.seed)

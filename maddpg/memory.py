@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maddpg.envs.spaces import AgentSpec
+from maddpg.errors import UserError
 from maddpg.runspec import RunSpec
 
 FLOAT_BYTES = 4
@@ -107,7 +108,7 @@ def machine_memory() -> tuple[int, str, str]:
     return total, "this machine's memory", ""
 
 
-class RunTooLarge(ValueError):
+class RunTooLarge(UserError):
     """The run's learner cannot fit in the memory it may use."""
 
 

@@ -1,4 +1,5 @@
-"""Where a training run starts from: the newest complete checkpoint of its own store, else `--restore`, else zero.
+"""Where a training run starts from: the newest complete checkpoint of its own store, else `--restore` (another
+run's checkpoint), else zero.
 
 A learner (or `maddpg train`) restarted after a crash, or a pod replaced by Kubernetes, finds its run's newest
 checkpoint by itself and continues: no flag needed. A checkpoint that cannot be read is skipped for the one
@@ -50,16 +51,18 @@ def newest_readable(store: CheckpointStore) -> Checkpoint | None:
     return None
 
 
-def restore(agent, spec: RunSpec, run_dir: Path, checkpoint_uri: str | None = None) -> Start:
-    """Loads into `agent` the run's newest checkpoint, or `spec.restore` when the run has none.
+def restore(agent, spec: RunSpec, run_dir: Path, checkpoint_uri: str | None = None,
+            warm_start: str | Path | None = None) -> Start:
+    """Loads into `agent` the run's newest checkpoint, or `warm_start` (a checkpoint or run folder of another
+    run: `--restore`) when the run has none.
 
     Raises:
       CheckpointError: the checkpoint does not fit the agent, or was trained with a different spec.
     """
     ckpt = newest_readable(run_store(run_dir, checkpoint_uri))
     own = ckpt is not None
-    if ckpt is None and spec.restore:
-        ckpt = Checkpoint(spec.restore)
+    if ckpt is None and warm_start:
+        ckpt = Checkpoint(warm_start)
     if ckpt is None:
         return Start()
     if own:

@@ -11,6 +11,7 @@ import numpy as np
 
 from maddpg import plotting
 from maddpg.envs.spaces import EnvSpec
+from maddpg.errors import UserError
 from maddpg.episodes import Episode
 from maddpg.runspec import RunSpec
 
@@ -23,7 +24,7 @@ CHECKPOINTS = "checkpoints"
 SOURCE_COLUMNS = ("source", "chunk")
 
 
-class RunFolderError(Exception):
+class RunFolderError(UserError):
     """The run folder cannot be used as asked."""
 
 

@@ -1,4 +1,6 @@
-"""The run spec: every option of a training run, typed and validated once at the entry point.
+"""The run spec: what a training run learns (scenario, agents, algorithm) and its size, typed and validated once at
+the entry point. How a run is started or shown (`--restore`, evaluate's `--display` and `--benchmark`) and where
+it runs (service settings) are not part of it.
 
 Field names follow openai/maddpg's train.py flags (`--max-episode-len` is `max_episode_len`); the defaults
 are the original's. The CLI builds its flags from these fields, so each description is also its `--help`.
@@ -38,7 +40,10 @@ _AGENT_KWARGS = ("N", "num_good", "num_adversaries", "num_collectors", "num_depo
 
 # Fields a resumed run may change: how long it runs, how it is deployed and saved, not what it learns.
 RESUMABLE_CHANGES = frozenset({"num_episodes", "explorers", "envs_per_explorer", "save_rate", "keep_checkpoints",
-                               "restore", "benchmark", "benchmark_iters", "display", "exp_name", "tf_threads"})
+                               "exp_name", "tf_threads"})
+# Modes that were run spec fields once (now `train --restore`, `evaluate --display/--benchmark`): specs stored
+# with them (a run folder's spec.json, a checkpoint's manifest, the API's registry) still load, without them.
+RETIRED_FIELDS = frozenset({"restore", "benchmark", "benchmark_iters", "display"})
 
 
 class RunSpec(BaseModel):
@@ -115,13 +120,6 @@ class RunSpec(BaseModel):
     save_rate: int = Field(1000, ge=1, le=MAX_STEPS,
                            description="episodes between checkpoints (and learning-curve plots)")
     keep_checkpoints: int = Field(3, ge=1, le=1000, description="newest checkpoints kept in the run folder")
-    restore: str | None = Field(
-        None, max_length=4096,
-        description="checkpoint or run folder of another run to start from (a run resumes from its own newest "
-                    "checkpoint by itself)")
-    benchmark: bool = Field(False, description="evaluate the restored policy and record the scenario's benchmark data")
-    benchmark_iters: int = Field(100_000, ge=1, le=MAX_STEPS, description="env steps of --benchmark")
-    display: bool = Field(False, description="render the restored policy on screen instead of training")
     exp_name: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$",
         description="experiment name stored with the run (at most 128 letters, digits, spaces, '.', '_' or '-')")
@@ -205,7 +203,14 @@ class RunSpec(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> RunSpec:
-        return cls.model_validate(json.loads(Path(path).read_text()))
+        return cls.from_stored(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_stored(cls, data: dict | str | bytes) -> RunSpec:
+        """A spec as stored by this or an earlier version (a dict or its JSON): RETIRED_FIELDS are dropped."""
+        if not isinstance(data, dict):
+            data = json.loads(data)
+        return cls.model_validate({k: v for k, v in data.items() if k not in RETIRED_FIELDS})
 
 
 def check_env_kwargs(scenario: Scenario, kwargs: dict[str, int | float | bool]) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from maddpg.acting import heads as H
 from maddpg.algo.learning import MADDPGLearner
 from maddpg.envs.spaces import EnvSpec
+from maddpg.errors import SpecError
 from maddpg.replay.buffer import ReplayBuffer
 from maddpg.runspec import RunSpec
 from maddpg.types import Transition
@@ -38,7 +39,7 @@ def agent_policies(spec: RunSpec, env_spec: EnvSpec) -> list[str]:
     """maddpg or ddpg per agent: the first `num_adversaries` use adv_policy (default: the scenario's count)."""
     n_adv = env_spec.num_adversaries if spec.num_adversaries is None else spec.num_adversaries
     if n_adv > env_spec.num_agents:
-        raise ValueError(f"num_adversaries: {n_adv} is more than the {env_spec.num_agents} agents of {spec.scenario}")
+        raise SpecError(f"num_adversaries: {n_adv} is more than the {env_spec.num_agents} agents of {spec.scenario}")
     return [spec.adv_policy if i < n_adv else spec.good_policy for i in range(env_spec.num_agents)]
 
 

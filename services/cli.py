@@ -7,130 +7,38 @@ exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import socket
 import sys
-import types
-import typing
+import traceback
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from maddpg.runspec import RunSpec, format_validation_error
+from maddpg.errors import UserError
+from maddpg.telemetry.logs import setup_logging
+from services.options import add_setting_flags, add_spec_flags, flag_settings, load_settings, spec_from_args
+from services.settings import ServiceSettings
 
 RUN_KEY_FILE = "run.key"  # a learner started without a key keeps the one it made in its run folder
-from maddpg.telemetry.logs import FORMATS, default_format, setup_logging
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed without a traceback."""
-
-
-# ---------------------------------------------------------------- run-spec flags
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _parse_kv(text: str) -> tuple[str, int | float | bool]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, raw = text.split("=", 1)
-    low = raw.strip().lower()
-    if low in ("true", "false"):
-        return key.strip(), low == "true"
-    for cast in (int, float):
-        try:
-            return key.strip(), cast(raw)
-        except ValueError:
-            continue
-    raise argparse.ArgumentTypeError(f"{key}: value {raw!r} is not a number or true/false")
-
-
-def add_spec_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunSpec field, its help taken from the field's description and default."""
-    group = parser.add_argument_group("run spec (defaults are openai/maddpg's)")
-    group.add_argument("--spec", type=Path, default=argparse.SUPPRESS, metavar="FILE",
-                       help="a run spec as JSON (or the JSON text itself in env MADDPG_RUN_SPEC, as Kubernetes "
-                            "pods get it); flags given here override its fields")
-    for name, field in RunSpec.model_fields.items():
-        annotation = field.annotation
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        default = field.get_default(call_default_factory=True)
-        help_text = f"{field.description} (default: {default})"
-        kwargs: dict = {"default": argparse.SUPPRESS, "help": help_text, "dest": name}
-        if name == "env_kwargs":
-            group.add_argument("--env-kwarg", action="append", type=_parse_kv, metavar="KEY=VALUE",
-                               default=argparse.SUPPRESS, dest=name, help=field.description)
-            continue
-        if annotation is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(annotation) is typing.Literal:
-            kwargs["choices"] = list(typing.get_args(annotation))
-        elif isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-            kwargs["type"] = args[0]
-        else:
-            kwargs["type"] = annotation
-        if name == "scenario":
-            kwargs["metavar"] = "NAME"
-        group.add_argument(_flag(name), **kwargs)
-
-
-def spec_from_args(ns: argparse.Namespace) -> RunSpec:
-    """Builds the run spec from --spec FILE and the flags given; raises UserError naming the bad field."""
-    data: dict = {}
-    if getattr(ns, "spec", None) is None and os.environ.get("MADDPG_RUN_SPEC"):
-        try:
-            data = json.loads(os.environ["MADDPG_RUN_SPEC"])
-        except json.JSONDecodeError as e:
-            raise UserError(f"MADDPG_RUN_SPEC: not a JSON run spec: {e}") from None
-        if not isinstance(data, dict):
-            raise UserError("MADDPG_RUN_SPEC: a run spec is a JSON object of its fields")
-    if getattr(ns, "spec", None) is not None:
-        try:
-            data = json.loads(Path(ns.spec).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"--spec {ns.spec}: cannot read a JSON run spec: {e}") from None
-    for name in RunSpec.model_fields:
-        if hasattr(ns, name):
-            value = getattr(ns, name)
-            data[name] = dict(value) if name == "env_kwargs" else value
-    try:
-        return RunSpec.model_validate(data)
-    except ValidationError as e:
-        raise UserError("invalid run spec:\n  " + format_validation_error(e).replace("\n", "\n  ")) from None
-
-
-def add_service_flags(parser: argparse.ArgumentParser, metrics: bool = True) -> None:
-    """--log-format for every service; --metrics-port for the learner and explorers (the API serves /metrics)."""
-    parser.add_argument("--log-format", choices=FORMATS, default=default_format(),
-                        help="json: one JSON object per line on stdout (timestamp, level, role, run_id, step, "
-                             "message; for kubectl logs); text: for a terminal (env MADDPG_LOG_FORMAT; default json)")
-    if metrics:
-        port = os.environ.get("MADDPG_METRICS_PORT")
-        parser.add_argument("--metrics-port", type=int, default=int(port) if port else None, metavar="PORT",
-                            help="serve Prometheus metrics at http://0.0.0.0:PORT/metrics (0: a free port, "
-                                 "logged at start; env MADDPG_METRICS_PORT; default: no metrics server)")
+SERVICE_SUITES = {"api": "services.api.bench"}  # benchmark suites of the services, beside the library's
+# The settings flags of each role (settings keys: "section.name", or "name" at the top level).
+TRAIN_SETTINGS = ["replay.queue"]
+SERVICE_FLAGS = ["transport.run_key_file", "log_format", "metrics_port"]
+LEARNER_SETTINGS = ["learner.bind", "replay.queue", "learner.run_id", "learner.max_batch", "learner.max_wait_ms",
+                    *SERVICE_FLAGS]
+EXPLORER_SETTINGS = ["explorer.learner", "explorer.envs", "explorer.id", "explorer.seed", "explorer.request_timeout_s",
+                     "explorer.give_up_after_s", *SERVICE_FLAGS]
+API_SETTINGS = ["host", "port", "log_format"]
 
 
 # ---------------------------------------------------------------- commands
 def cmd_train(ns: argparse.Namespace) -> int:
-    spec = spec_from_args(ns)
-    if spec.display or spec.benchmark:
-        if not spec.restore:
-            raise UserError("--display and --benchmark show a trained policy: pass --restore RUN_DIR_OR_CHECKPOINT")
-        ns.path, ns.greedy, ns.gif, ns.num_envs = Path(spec.restore), False, None, 8
-        ns.episodes = max(1, spec.benchmark_iters // spec.max_episode_len) if spec.benchmark else 10
-        ns.benchmark = Path(ns.run_dir or ".") / "benchmark.json" if spec.benchmark else None
-        ns.display, ns.seed = spec.display, spec.seed
-        return cmd_evaluate(ns)
-
+    settings: ServiceSettings = ns.settings
+    spec = spec_from_args(ns, settings.run_spec)
     run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
     if spec.explorers > 0:
         from maddpg.launch import LocalRun
 
-        run = LocalRun(spec, run_dir, quiet=ns.quiet, queue=ns.queue)
+        run = LocalRun(spec, run_dir, quiet=ns.quiet, queue=settings.replay.queue, key=_key(settings),
+                       warm_start=ns.restore)
         run.start()
         code = run.wait()
         print(f"{'interrupted' if code == 130 else 'done'}: learner and {spec.explorers} explorers stopped; "
@@ -139,10 +47,11 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
     from maddpg.local import train
 
-    if ns.queue != "local":
-        print(f"maddpg train: note: a single-process run has no replay queue; --queue {ns.queue} applies to "
-              "runs with --explorers", file=sys.stderr)
-    result = train(spec, run_dir, progress=not ns.quiet, checkpoint_uri=os.environ.get("MADDPG_CHECKPOINT_URI"))
+    if settings.replay.redis_url:
+        print(f"maddpg train: note: a single-process run has no replay queue; --queue {settings.replay.queue} "
+              "applies to runs with --explorers", file=sys.stderr)
+    result = train(spec, run_dir, progress=not ns.quiet, checkpoint_uri=settings.storage.checkpoint_uri,
+                   warm_start=ns.restore)
     state = "interrupted" if result.interrupted else "done"
     print(f"{state}: {result.episodes} episodes, {result.env_steps} env steps, {result.updates} updates "
           f"in {result.seconds:.0f} s; mean episode reward (last 100, sum over agents): {result.mean_reward:.2f}")
@@ -155,13 +64,13 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     from maddpg.evaluation import evaluate, write_gif
 
     ckpt = Checkpoint(ns.path)
-    if getattr(ns, "display", False):
+    if ns.display:
         from maddpg.evaluation import display
 
         display(ckpt, ns.episodes, seed=ns.seed, greedy=ns.greedy)
         return 0
     result = evaluate(ckpt, ns.episodes, seed=ns.seed, greedy=ns.greedy, num_envs=ns.num_envs,
-                      benchmark_out=ns.benchmark, progress=not getattr(ns, "quiet", False))
+                      benchmark_out=ns.benchmark, progress=not ns.quiet)
     print(f"checkpoint: {ckpt.path}")
     for name, values in zip(result.agent_ids, result.per_agent.T, strict=True):
         print(f"  {name}: {values.mean():.2f}")
@@ -192,24 +101,42 @@ def cmd_scenarios(ns: argparse.Namespace) -> int:
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
-    from maddpg.bench import run_suites
+    from maddpg.bench import SUITES, run_suites
 
     options = {k: getattr(ns, k) for k in ("seeds", "episodes", "scenarios") if getattr(ns, k) is not None}
     if options and ns.suite != "learning":
         raise UserError(f"--{', --'.join(options)}: options of the learning suite only")
-    return run_suites(ns.suite, quick=ns.quick, out=ns.out, out_dir=ns.out_dir, options=options)
+    return run_suites(ns.suite, quick=ns.quick, out=ns.out, out_dir=ns.out_dir, options=options,
+                      suites={**SUITES, **SERVICE_SUITES})
 
 
-def _learner_key(ns: argparse.Namespace, run_dir: Path, log: logging.Logger):
-    """The run's key from --run-key-file / MADDPG_RUN_KEY(_FILE); else the run folder's, made on first start."""
+def _load_key(text: str | None = None, file: Path | None = None):
     from maddpg.transport.security import RunKey
 
-    key = _load_key(ns.run_key_file)
+    try:
+        return RunKey.load(text, file=file)
+    except OSError as e:
+        raise UserError(f"run key: cannot read {file}: {e.strerror}") from None
+    except ValueError as e:  # the message names where the key came from, never the key
+        raise UserError(str(e)) from None
+
+
+def _key(settings: ServiceSettings):
+    """The run's key from MADDPG_RUN_KEY, else --run-key-file / MADDPG_RUN_KEY_FILE; None when none is given."""
+    transport = settings.transport
+    return _load_key(transport.run_key.get_secret_value() if transport.run_key else None, transport.run_key_file)
+
+
+def _learner_key(settings: ServiceSettings, run_dir: Path, log: logging.Logger):
+    """The run's key as given; else the run folder's, made on the learner's first start."""
+    from maddpg.transport.security import RunKey
+
+    key = _key(settings)
     if key is not None:
         return key
     path = Path(run_dir) / RUN_KEY_FILE
     if path.exists():
-        return _load_key(path)
+        return _load_key(file=path)
     key = RunKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     key.save(path)
@@ -217,24 +144,18 @@ def _learner_key(ns: argparse.Namespace, run_dir: Path, log: logging.Logger):
     return key
 
 
-def _load_key(path: Path | None):
-    from maddpg.transport.security import RunKey
-
-    try:
-        return RunKey.load(file=path)
-    except (OSError, ValueError) as e:
-        raise UserError(f"run key ({path or 'MADDPG_RUN_KEY / MADDPG_RUN_KEY_FILE'}): {e}") from None
-
-
 def cmd_learner(ns: argparse.Namespace) -> int:
     from services.learner.main import Learner, LearnerFailure
 
-    spec = spec_from_args(ns)
+    settings: ServiceSettings = ns.settings
+    spec = spec_from_args(ns, settings.run_spec)
     run_dir = ns.run_dir or Path("runs") / f"{spec.scenario}-seed{spec.seed}"
     log = logging.getLogger("maddpg.learner")
-    learner = Learner(spec, run_dir, ns.bind, key=_learner_key(ns, run_dir, log), max_batch=ns.max_batch,
-                      max_wait=ns.max_wait_ms / 1e3, checkpoint_uri=os.environ.get("MADDPG_CHECKPOINT_URI"),
-                      queue=ns.queue, run_id=ns.run_id, metrics_port=ns.metrics_port)
+    serving = settings.learner
+    learner = Learner(spec, run_dir, serving.bind, key=_learner_key(settings, run_dir, log),
+                      max_batch=serving.max_batch, max_wait=serving.max_wait_ms / 1e3,
+                      checkpoint_uri=settings.storage.checkpoint_uri, queue=settings.replay.queue,
+                      run_id=serving.run_id, metrics_port=settings.metrics_port, warm_start=ns.restore)
     ns.log_context.run_id = learner.run_id
     ns.log_context.step = lambda: learner.agent.env_steps
     log.info("learner serving on %s%s", learner.address,
@@ -257,16 +178,19 @@ def cmd_explorer(ns: argparse.Namespace) -> int:
     from services.explorer.main import run_explorer
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    if not ns.learner:
+    settings: ServiceSettings = ns.settings
+    explorer = settings.explorer
+    if not explorer.learner:
         raise UserError("--learner ADDRESS (or MADDPG_LEARNER_ADDRESS) is required, e.g. tcp://learner:5555")
-    key = _load_key(ns.run_key_file)
+    key = _key(settings)
     if key is None:
         raise UserError(f"the run's key is required: --run-key-file FILE, or env MADDPG_RUN_KEY / MADDPG_RUN_KEY_FILE "
                         f"(a learner started without one wrote it to its run folder's {RUN_KEY_FILE})")
     try:
-        run_explorer(ns.learner, ns.explorer_id, ns.envs, key=key, redis_url=os.environ.get("REDIS_URL"),
-                     seed=ns.seed, request_timeout=ns.request_timeout, give_up_after=ns.give_up_after,
-                     metrics_port=ns.metrics_port, log_context=ns.log_context)
+        run_explorer(explorer.learner, explorer.id, explorer.envs, key=key, redis_url=settings.replay.redis_url,
+                     seed=explorer.seed, request_timeout=explorer.request_timeout_s,
+                     give_up_after=explorer.give_up_after_s, metrics_port=settings.metrics_port,
+                     log_context=ns.log_context)
     except TransportError as e:
         raise UserError(str(e)) from None
     except KeyboardInterrupt:
@@ -279,20 +203,18 @@ def cmd_api(ns: argparse.Namespace) -> int:
     from services.api.main import serve
 
     try:
-        serve(ns.host, ns.port)
+        serve(ns.settings)
     except LaunchError as e:
         raise UserError(str(e)) from None
-    except ValidationError as e:
-        raise UserError("invalid MADDPG_API_* settings:\n  " + format_validation_error(e).replace("\n", "\n  "))
     return 0
 
 
 # ---------------------------------------------------------------- parser
-def _add_key_flag(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--run-key-file", type=Path, default=None, metavar="FILE",
-                        help=f"{what}: only peers holding the run's key can talk to its learner (CurveZMQ) or "
-                             "write its Redis stream (signed entries); or env MADDPG_RUN_KEY (the key's 64 hex "
-                             "characters) / MADDPG_RUN_KEY_FILE")
+def _add_restore_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--restore", default=None, metavar="CHECKPOINT_OR_RUN_DIR",
+                        help="a checkpoint (folder or URI) or run folder of another run to start from; a run that "
+                             "has checkpoints of its own resumes from its newest by itself (to watch or benchmark a "
+                             "trained policy: `maddpg evaluate --display / --benchmark`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,11 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, default=None,
                    help="run folder to write (default: runs/SCENARIO-seedSEED); a folder holding this run (same "
                         "spec) is continued from its newest checkpoint, one holding another run is refused")
+    _add_restore_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--queue", default=os.environ.get("REDIS_URL", "local"),
-                   help="replay queue of a run with --explorers: local or redis://HOST:PORT/DB (env REDIS_URL)")
+    add_setting_flags(p, ServiceSettings, TRAIN_SETTINGS)
     add_spec_flags(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, settings_cls=ServiceSettings)
 
     p = sub.add_parser("evaluate", help="replay a trained policy and report its episode reward",
                        description="Load a checkpoint (or a run folder's newest) and run episodes with its policy.")
@@ -361,42 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("learner", help="the learner service: batched inference for explorers over ZeroMQ, "
                                        "replay and training",
                        description="Serve actions to explorers and train from their transitions.")
-    p.add_argument("--bind", default=os.environ.get("MADDPG_LEARNER_BIND", "tcp://0.0.0.0:5555"),
-                   help="ZeroMQ address to serve on (env MADDPG_LEARNER_BIND; default tcp://0.0.0.0:5555)")
-    p.add_argument("--run-dir", type=Path, default=None, help="run folder (default: runs/SCENARIO-seedSEED)")
-    p.add_argument("--queue", default=os.environ.get("REDIS_URL", "local"),
-                   help="replay queue: local (chunks over ZeroMQ into memory) or redis://HOST:PORT/DB "
-                        "(env REDIS_URL; default local)")
-    p.add_argument("--run-id", default=os.environ.get("MADDPG_RUN_ID"),
-                   help="names the run's Redis stream; a restarted learner must reuse it "
-                        "(env MADDPG_RUN_ID; default: the run folder's name)")
-    p.add_argument("--max-batch", type=int, default=1024, help="most envs per inference batch (default: 1024)")
-    p.add_argument("--max-wait-ms", type=float, default=0.5,
-                   help="how long to wait for more requests before serving a batch (default: 0.5 ms)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="run folder (default: runs/SCENARIO-seedSEED); without a run key given, the learner uses "
+                        "its run.key, made on the first start")
+    _add_restore_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_key_flag(p, "the run's key; without one the learner uses RUN_DIR/run.key, made on its first start")
-    add_service_flags(p)
+    add_setting_flags(p, ServiceSettings, LEARNER_SETTINGS)
     add_spec_flags(p)
-    p.set_defaults(func=cmd_learner)
+    p.set_defaults(func=cmd_learner, settings_cls=ServiceSettings)
 
     p = sub.add_parser("explorer", help="the explorer service: steps envs, gets actions from the learner",
                        description="Step envs with actions from a learner; send transitions to its replay queue. "
                                    "The run spec comes from the learner.")
-    p.add_argument("--learner", default=os.environ.get("MADDPG_LEARNER_ADDRESS"),
-                   help="the learner's address, e.g. tcp://learner:5555 (env MADDPG_LEARNER_ADDRESS)")
-    p.add_argument("--envs", type=int, default=int(os.environ.get("MADDPG_ENVS", "16")),
-                   help="env copies to step (env MADDPG_ENVS; default 16)")
-    p.add_argument("--explorer-id", default=os.environ.get("MADDPG_EXPLORER_ID", f"{socket.gethostname()}-{os.getpid()}"),
-                   help="a stable name for this explorer (env MADDPG_EXPLORER_ID; default HOST-PID)")
-    p.add_argument("--seed", type=int, default=None, help="env seed (default: derived from the run seed and the id)")
-    p.add_argument("--request-timeout", type=float, default=30.0,
-                   help="seconds without a reply before reconnecting and resending (default: 30)")
-    p.add_argument("--give-up-after", type=float, default=600.0,
-                   help="seconds without any answer from the learner before exiting with an error; long enough "
-                        "for a learner pod to be replaced and compile (default: 600)")
-    _add_key_flag(p, "the learner's run key")
-    add_service_flags(p)
-    p.set_defaults(func=cmd_explorer)
+    add_setting_flags(p, ServiceSettings, EXPLORER_SETTINGS)
+    p.set_defaults(func=cmd_explorer, settings_cls=ServiceSettings)
 
     p = sub.add_parser("api", help="the control API (FastAPI): start, list and stop runs",
                        description="Serve the control API (OpenAPI at /docs, metrics at /metrics). Settings come "
@@ -404,42 +304,65 @@ def build_parser() -> argparse.ArgumentParser:
                                    "MAX_ENVS_PER_EXPLORER, TOKEN, STOP_TIMEOUT_S; for LAUNCHER=kubernetes: NAMESPACE, "
                                    "IMAGE, IMAGE_PULL_POLICY, CHECKPOINT_URI, S3_ENDPOINT, S3_SECRET, "
                                    "RUN_SERVICE_ACCOUNT; and REDIS_URL (Redis registry and replay queues).")
-    p.add_argument("--host", default=os.environ.get("MADDPG_API_HOST", "127.0.0.1"),
-                   help="address to listen on (env MADDPG_API_HOST; default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("MADDPG_API_PORT", "8000")),
-                   help="port to listen on (env MADDPG_API_PORT; default 8000)")
-    add_service_flags(p, metrics=False)
-    p.set_defaults(func=cmd_api)
+    from services.api.settings import ApiSettings
+
+    add_setting_flags(p, ApiSettings, API_SETTINGS)
+    p.set_defaults(func=cmd_api, settings_cls=ApiSettings)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    from maddpg.checkpoint import CheckpointError
-    from maddpg.runfolder import RunFolderError
+def _settings(ns: argparse.Namespace):
+    """The role's settings (None for roles without any): the environment, with the flags given winning.
 
-    service = hasattr(ns, "log_format")  # learner, explorer, api: every message is a log record
+    Raises:
+      UserError: a setting is invalid (named by its flag or variable).
+    """
+    if getattr(ns, "settings_cls", None) is None:
+        return None
+    given = flag_settings(ns)
+    if "transport.run_key_file" in given:  # a key file named on the command line wins over MADDPG_RUN_KEY
+        given["transport.run_key"] = None
+    return load_settings(ns.settings_cls, given)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses the command line, then the role's settings (once), then runs the role.
+
+    Exit status: 0 done, 2 a user error (one message, no traceback), 130 interrupted, 1 anything else: a bug,
+    shown with its traceback.
+    """
+    ns = build_parser().parse_args(argv)
+    try:
+        ns.settings = _settings(ns)
+    except UserError as e:  # before logging is set up: its format is a setting
+        print(f"maddpg {ns.role}: error: {e}", file=sys.stderr)
+        return 2
+    service = ns.role in ("learner", "explorer", "api")  # every message is a log record
+    log = logging.getLogger(f"maddpg.{ns.role}")
     if service:
-        ns.log_context = setup_logging(ns.role, ns.log_format)
+        ns.log_context = setup_logging(ns.role, ns.settings.log_format)
 
     def report(message: str) -> None:
         if service:
-            logging.getLogger(f"maddpg.{ns.role}").error(message)
+            log.error(message)
         else:
             print(f"maddpg {ns.role}: {message}", file=sys.stderr)
 
     try:
         return ns.func(ns)
-    except (UserError, CheckpointError, RunFolderError) as e:
-        report(f"error: {e}")
-        return 2
-    except ValueError as e:  # a spec that does not fit the scenario (e.g. an action_dist its spaces cannot take)
+    except UserError as e:
         report(f"error: {e}")
         return 2
     except KeyboardInterrupt:
         report("interrupted")
         return 130
+    except Exception:  # a bug: say so, with the traceback to report
+        if service:
+            log.critical("internal error (a bug: please report it with this traceback)", exc_info=True)
+        else:
+            traceback.print_exc()
+            report("internal error (a bug: please report it with the traceback above)")
+        return 1
 
 
 if __name__ == "__main__":

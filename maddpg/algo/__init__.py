@@ -1,5 +1,5 @@
-"""MADDPG: networks, action distributions, exploration, learner. Import submodules explicitly: `heads`,
-`policy` and `exploration` are numpy-only, the rest import TensorFlow."""
+"""MADDPG: networks, action distributions, exploration, learner. Import submodules explicitly: `policy` and
+`exploration` are numpy-only, the rest import TensorFlow (the numpy policy heads are in `maddpg.acting`)."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Action distributions in TensorFlow, for the learner's updates (the numpy twins are in heads.py).
+"""Action distributions in TensorFlow, for the learner's updates (the numpy twins are in maddpg/acting/heads.py).
 
 Sampling is differentiable with respect to the distribution parameters: Gumbel-softmax for (multi-)
 categorical heads (arXiv 1611.01144, temperature 1 as openai/maddpg), the reparameterised normal for the

@@ -30,7 +30,7 @@ CONFIGS = [(1, 16), (2, 16), (4, 16), (8, 16), (1, 256), (4, 256)]
 
 
 # ---------------------------------------------------------------- explorer side (no TensorFlow)
-def _client_main(address: str, name: str, obs_dims: list[int]) -> int:
+def _client_main(address: str, name: str, obs_dims: list[int], key: RunKey) -> int:
     """One benchmark explorer: obeys JSON commands on stdin, answers one JSON line each on stdout.
 
     Commands: {"cmd": "connect", "envs": E} (hello and warm-up), {"cmd": "go", "seconds": s} (round trips as
@@ -49,7 +49,7 @@ def _client_main(address: str, name: str, obs_dims: list[int]) -> int:
             e = int(cmd["envs"])
             if client is not None:
                 client.close()
-            client = InferenceClient(address, f"{name}-E{e}", e, key=RunKey.load(), request_timeout=10.0,
+            client = InferenceClient(address, f"{name}-E{e}", e, key=key, request_timeout=10.0,
                                      give_up_after=30.0)
             client.connect()
             pool = [[rng.standard_normal((e, d), dtype=np.float32) for d in obs_dims] for _ in range(8)]
@@ -282,4 +282,5 @@ if __name__ == "__main__":
     parser.add_argument("--client", nargs=3, metavar=("ADDRESS", "NAME", "OBS_DIMS"), required=True)
     ns = parser.parse_args()
     address_, name_, dims_ = ns.client
-    sys.exit(_client_main(address_, name_, [int(d) for d in dims_.split(",")]))
+    key_ = RunKey.from_text(os.environ["MADDPG_RUN_KEY"])  # set by _Explorers: the server's key
+    sys.exit(_client_main(address_, name_, [int(d) for d in dims_.split(",")], key_))

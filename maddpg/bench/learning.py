@@ -25,6 +25,7 @@ from maddpg.bench.harness import Result, write
 from maddpg.envs.mpe import make_env
 from maddpg.envs.spaces import is_adversary
 from maddpg.episodes import EpisodeTracker
+from maddpg.errors import UserError
 from maddpg.launch import LocalRun
 from maddpg.runfolder import load_rewards
 from maddpg.runspec import RunSpec
@@ -205,7 +206,7 @@ def run(quick: bool = False, out: Path | None = None, *, seeds: int | None = Non
     scenarios = list(scenarios or SCENARIOS)
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
-        raise ValueError(f"scenarios: {', '.join(sorted(unknown))} not in this suite ({', '.join(SCENARIOS)})")
+        raise UserError(f"--scenarios: {', '.join(sorted(unknown))} not in the learning suite ({', '.join(SCENARIOS)})")
     out = Path(out or (DEFAULT_QUICK_OUT if quick else DEFAULT_OUT))
     out.parent.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(seeds or (QUICK_SEEDS if quick else SEEDS)))

@@ -6,11 +6,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 
+from maddpg.errors import UserError
+
 MANIFEST = "manifest.json"
 PREFIX = "ckpt-"
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint is missing, unreadable or does not fit the run."""
 
 

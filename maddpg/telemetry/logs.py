@@ -7,18 +7,12 @@ them), message, and exc_info when an exception is logged.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 
 from pythonjsonlogger.json import JsonFormatter
 
 FORMATS = ("json", "text")
-
-
-def default_format() -> str:
-    """MADDPG_LOG_FORMAT if set, else json (what a container should print)."""
-    return os.environ.get("MADDPG_LOG_FORMAT", "json")
 
 
 class LogContext(logging.Filter):

@@ -10,7 +10,6 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -70,28 +69,23 @@ class RunKey:
         return cls(bytes.fromhex(text))
 
     @classmethod
-    def load(cls, env: Mapping[str, str] = os.environ, file: str | os.PathLike | None = None) -> RunKey | None:
-        """Finds the run's key: `file`, else env MADDPG_RUN_KEY, else the file named by env MADDPG_RUN_KEY_FILE.
+    def load(cls, text: str | None = None, file: str | os.PathLike | None = None) -> RunKey | None:
+        """The run's key from `text` (its text form, as env MADDPG_RUN_KEY holds it), else from `file`.
 
-        Empty variables count as unset. Surrounding whitespace (a trailing newline) is stripped.
-
-        Args:
-          env: the environment to read. file: an explicit key file, which wins over the environment.
+        Empty values count as unset. Surrounding whitespace (a trailing newline) is stripped.
 
         Returns:
-          The key, or None when none is configured.
+          The key, or None when neither is given.
 
         Raises:
-          ValueError: a configured key is malformed (the message names where it came from).
-          OSError: a configured key file cannot be read.
+          ValueError: the key is malformed (the message names where it came from, never the key).
+          OSError: the key file cannot be read.
         """
-        if file is None:
-            if env.get(ENV_KEY):
-                return cls._parse(env[ENV_KEY], f"${ENV_KEY}")
-            file = env.get(ENV_KEY_FILE) or None
-        if file is None:
-            return None
-        return cls._parse(Path(file).read_text(), str(file))
+        if text:
+            return cls._parse(text, f"${ENV_KEY}")
+        if file:
+            return cls._parse(Path(file).read_text(), str(file))
+        return None
 
     @classmethod
     def _parse(cls, text: str, source: str) -> RunKey:

@@ -112,12 +112,13 @@ async def _http_error(request: Request, exc: StarletteHTTPException):
     return JSONResponse({"detail": exc.detail}, status_code=405, headers={"Allow": ", ".join(methods)})
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, settings: ApiSettings | None = None) -> None:
-    """Serves the API with uvicorn until SIGINT/SIGTERM (runs it started are stopped gracefully).
+def serve(settings: ApiSettings) -> None:
+    """Serves the API with uvicorn on `settings.host` and `settings.port` until SIGINT/SIGTERM (runs it started
+    are stopped gracefully).
 
     Logging is the caller's (`maddpg.telemetry.logs.setup_logging`): uvicorn's records, access log included,
     go through the root logger's handler, JSON lines by default.
     """
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", log_config=None)

@@ -1,4 +1,5 @@
-"""Settings of the control API, read once from `MADDPG_API_*` environment variables (and REDIS_URL)."""
+"""Settings of the control API, read once from `MADDPG_API_*` environment variables (and REDIS_URL,
+MADDPG_LOG_FORMAT)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ class ApiSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MADDPG_API_", env_nested_delimiter="__", extra="ignore",
                                       populate_by_name=True)
+
+    # Serving (`maddpg api` flags win over these).
+    host: str = Field("127.0.0.1", min_length=1, max_length=253, json_schema_extra={"flag": "--host"},
+                      description="address to listen on")
+    port: int = Field(8000, ge=1, le=65_535, json_schema_extra={"flag": "--port"}, description="port to listen on")
+    log_format: Literal["json", "text"] = Field(
+        "json", validation_alias=AliasChoices("MADDPG_LOG_FORMAT", "log_format"),
+        json_schema_extra={"flag": "--log-format"},
+        description="json: one JSON object per line on stdout (for kubectl logs); text: for a terminal")
 
     runs_dir: Path = Field(Path("runs/api"), description="folder that holds one run folder per run")
     registry: Path | None = Field(

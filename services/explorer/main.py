@@ -99,7 +99,7 @@ def run_explorer(learner: str, explorer_id: str, num_envs: int, *, key: RunKey |
     """
     client = InferenceClient(learner, explorer_id, num_envs, key=key, request_timeout=request_timeout,
                              give_up_after=give_up_after)
-    spec = RunSpec.model_validate_json(client.connect())
+    spec = RunSpec.from_stored(client.connect())  # a learner of an earlier version may send retired fields
     send_chunk, queue = chunk_sink(client, redis_url, key)
     metrics = ExplorerMetrics(client.welcome.run_id, client, queue)
     if log_context is not None:

@@ -97,18 +97,19 @@ class Learner:
       run_id: names the run's Redis stream (default: the run folder's name); a restarted learner must reuse it.
       metrics_port: serve Prometheus metrics on this port (0: a free one, see `metrics_port`; None: no server).
       idle_warning: seconds without any inference request after which the learner says so in its log.
+      warm_start: a checkpoint or run folder of another run to start from when this run has no checkpoint.
     """
 
     def __init__(self, spec: RunSpec, run_dir: Path, bind: str, *, key: RunKey | None = None,
                  max_batch: int = 1024, max_wait: float = 0.0005, queue: str | None = None,
                  run_id: str | None = None, checkpoint_uri: str | None = None, metrics_port: int | None = None,
-                 idle_warning: float = 60.0):
+                 idle_warning: float = 60.0, warm_start: str | Path | None = None):
         configure_threads(spec.tf_threads)
         self.spec, self._checkpoint_uri, self._idle_warning = spec, checkpoint_uri, idle_warning
         env_spec = build_env_spec(spec)
         check_fits_machine(spec, env_spec.agents)
         self.agent = build_agent(spec, env_spec)
-        self.start = restore(self.agent, spec, run_dir, checkpoint_uri)
+        self.start = restore(self.agent, spec, run_dir, checkpoint_uri, warm_start)
         self.run = RunFolder(run_dir, spec, env_spec, episodes=self.start.episodes, rewards=self.start.rewards)
         self.run_id = run_id or Path(run_dir).resolve().name
         self.queue_url = queue if queue and queue != "local" else "local"

@@ -12,7 +12,7 @@ from maddpg.envs.spaces import AgentSpec, EnvSpec
 from maddpg.runspec import RunSpec
 from maddpg.storage import StoreError
 from maddpg.storage.s3 import S3Store
-from maddpg.storage.testing import SeaweedServer
+from tests.s3_server import SeaweedServer, s3_env
 from tests.integration.cli import MADDPG
 
 BUCKET = "maddpg"
@@ -24,7 +24,7 @@ TINY = ["--scenario", "simple", "--num-episodes", "12", "--learning-starts", "50
 def seaweed(tmp_path_factory):
     """The server, and the environment pointing boto3 at it (as a user configures `maddpg`)."""
     with SeaweedServer(tmp_path_factory.mktemp("seaweed")) as server, pytest.MonkeyPatch.context() as mp:
-        for key, value in server.env().items():
+        for key, value in s3_env(server).items():
             mp.setenv(key, value)
         server.make_bucket(BUCKET)
         yield server
@@ -121,7 +121,7 @@ def test_a_server_stopped_mid_upload_leaves_the_previous_checkpoint_readable(sea
 
 def test_checkpoints_cli_lists_shows_and_prunes_s3_and_folders(seaweed, parts, tmp_path):
     spec, env_spec, arrays = parts
-    env = seaweed.env()
+    env = s3_env(seaweed)
     for target in (f"s3://{BUCKET}/cli", str(tmp_path / "cli")):
         for updates in (1, 2, 3):
             checkpoint.save(target, spec, env_spec, arrays, _counters(updates), keep=5)
@@ -145,7 +145,7 @@ def test_checkpoints_cli_lists_shows_and_prunes_s3_and_folders(seaweed, parts, t
 
 def test_train_writes_its_checkpoints_to_s3_and_evaluate_reads_them(seaweed, tmp_path):
     uri = f"s3://{BUCKET}/runs/tiny"
-    env = {**seaweed.env(), "MADDPG_CHECKPOINT_URI": uri}
+    env = {**s3_env(seaweed), "MADDPG_CHECKPOINT_URI": uri}
     trained = _maddpg("train", *TINY, "--run-dir", str(tmp_path / "run"), env=env)
     assert trained.returncode == 0, trained.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -157,7 +157,7 @@ def test_train_writes_its_checkpoints_to_s3_and_evaluate_reads_them(seaweed, tmp
 
 
 def test_train_stops_at_once_when_the_store_refuses_it(seaweed, tmp_path):
-    env = {**seaweed.env(), "AWS_SECRET_ACCESS_KEY": "wrong", "MADDPG_CHECKPOINT_URI": f"s3://{BUCKET}/runs/x"}
+    env = {**s3_env(seaweed), "AWS_SECRET_ACCESS_KEY": "wrong", "MADDPG_CHECKPOINT_URI": f"s3://{BUCKET}/runs/x"}
     result = _maddpg("train", *TINY, "--run-dir", str(tmp_path / "run"), env=env)
     assert result.returncode == 2 and "refused the credentials" in result.stderr
     assert "Traceback" not in result.stderr

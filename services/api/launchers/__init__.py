@@ -59,9 +59,9 @@ class Launcher(Protocol):
     def resume(self, record: RunRecord, spec: RunSpec, pods: PodOptions = PodOptions()) -> Launched:
         """Starts the processes of a run that ended (stopped or failed, none of its processes left) again, under
         its id, from its newest checkpoint: `spec` is its registered spec, `pods` the options it was started
-        with. The learner restores the checkpoint because the spec it gets has `restore` set to where the run's
-        checkpoints are (local: its run folder, written on in place; kubernetes: the run's checkpoint store,
-        the same Job names). Raises LaunchError, like `start`."""
+        with. The learner resumes from the newest checkpoint of the run's store by itself (local: its run folder,
+        written on in place; kubernetes: the run's checkpoint store, the same Job names). Raises LaunchError,
+        like `start`."""
 
     def stop(self, record: RunRecord) -> None: ...
 

@@ -125,9 +125,9 @@ class LocalLauncher:
         return Launched(pids, endpoints, str(run_dir), run.procs)
 
     def resume(self, record: RunRecord, spec: RunSpec, pods: PodOptions = PodOptions()) -> Launched:
-        """Starts the run's processes again in its run folder: the learner restores the folder's newest
-        checkpoint (`restore` names the folder) and appends to its rewards CSV from the checkpoint's episode on."""
-        return self.start(record.id, spec.model_copy(update={"restore": record.run_dir}), Path(record.run_dir), pods)
+        """Starts the run's processes again in its run folder: the learner resumes from the folder's newest
+        checkpoint by itself and appends to its rewards CSV from the checkpoint's episode on."""
+        return self.start(record.id, spec, Path(record.run_dir), pods)
 
     def _watch_child(self, run_id: str, run: _Run) -> None:
         assert run.child is not None

@@ -40,7 +40,7 @@ def _spec(stored: dict) -> RunSpec:
     """A registered run's spec; one registered under looser bounds is shown as stored rather than failing every
     listing that includes it."""
     try:
-        return RunSpec.model_validate(stored)
+        return RunSpec.from_stored(stored)
     except ValidationError:
         return RunSpec.model_construct(**stored)
 
@@ -65,11 +65,6 @@ def _check_limits(body: RunCreate, settings) -> None:
     if body.envs_per_explorer > settings.max_envs_per_explorer:
         raise _field_error("envs_per_explorer", f"at most {settings.max_envs_per_explorer} envs per explorer "
                                                 f"(MADDPG_API_MAX_ENVS_PER_EXPLORER)", body.envs_per_explorer)
-    for name in ("display", "benchmark"):
-        if getattr(body, name):
-            raise _field_error(name, f"{name} shows a trained policy; the API only trains", True)
-    if body.restore is not None:
-        raise _field_error("restore", "restoring through the API is not supported yet", body.restore)
     if settings.launcher != "kubernetes" and body.pod_fields_set():
         name = body.pod_fields_set()[0]
         raise _field_error(name, f"{name} applies to the kubernetes launcher only (MADDPG_API_LAUNCHER=kubernetes); "
@@ -205,7 +200,7 @@ def resume_run(run_id: str, settings: SettingsDep, registry: RegistryDep, launch
         raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} is {record.status}; only a stopped or "
                                                       f"failed run resumes")
     try:
-        spec = RunSpec.model_validate(record.spec)
+        spec = RunSpec.from_stored(record.spec)
     except ValidationError as e:
         raise HTTPException(status.HTTP_409_CONFLICT, f"run {run_id!r} was registered under looser bounds and "
                                                       f"cannot resume: {format_validation_error(e)}") from None

@@ -165,7 +165,7 @@ def test_the_run_key_is_an_immutable_opaque_secret(tmp_path):
     assert secret["type"] == "Opaque" and secret["immutable"] is True
     assert secret["stringData"] == {"run-key": KEY} and "data" not in secret
     (tmp_path / "run-key").write_text(secret["stringData"]["run-key"])  # as the pods see it
-    assert RunKey.load({"MADDPG_RUN_KEY_FILE": str(tmp_path / "run-key")}).text == KEY
+    assert RunKey.load(file=tmp_path / "run-key").text == KEY
 
 
 @pytest.mark.parametrize("kind", ["learner", "explorers"])

@@ -5,7 +5,7 @@ import pytest
 
 from maddpg.envs.spaces import AgentSpec, EnvSpec
 from maddpg.runspec import RunSpec
-from maddpg.storage.testing import MotoServer
+from tests.s3_server import MotoServer, s3_env
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +17,7 @@ def moto_server():
 @pytest.fixture
 def bucket(moto_server, request, monkeypatch):
     """A fresh bucket; the environment points boto3 at the server, as `maddpg` is configured by a user."""
-    for key, value in moto_server.env().items():
+    for key, value in s3_env(moto_server).items():
         monkeypatch.setenv(key, value)
     name = "t-" + request.node.name.lower().replace("_", "-")[:50]
     moto_server.make_bucket(name)

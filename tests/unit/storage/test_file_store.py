@@ -126,3 +126,14 @@ def test_a_run_folder_means_its_checkpoints(tmp_path, parts):
     checkpoint.save(tmp_path / "run" / "checkpoints", spec, env_spec, arrays, counters(1))
     assert find_store(tmp_path / "run").root == tmp_path / "run" / "checkpoints"
     assert isinstance(open_store(f"file://{tmp_path}"), FileStore)
+
+
+def test_a_checkpoint_whose_spec_holds_retired_mode_fields_still_reads(tmp_path, parts):
+    """Checkpoints written while restore/benchmark/display were run spec fields load, and their run resumes."""
+    spec, env_spec, arrays = parts
+    where = Path(checkpoint.save(tmp_path / "ckpts", spec, env_spec, arrays, counters(10, 2)))
+    manifest = json.loads((where / MANIFEST).read_text())
+    manifest["spec"].update(restore="/runs/other", benchmark=False, benchmark_iters=100_000, display=False)
+    (where / MANIFEST).write_text(json.dumps(manifest))
+    ckpt = checkpoint.Checkpoint(tmp_path / "ckpts")
+    assert ckpt.spec == spec and spec.resume_conflicts(ckpt.spec) == []

@@ -6,7 +6,7 @@ import pytest
 from maddpg import checkpoint
 from maddpg.storage import CheckpointError, StoreError, find_store, locate, open_store
 from maddpg.storage.s3 import S3Store
-from maddpg.storage.testing import free_ports
+from tests.s3_server import free_ports
 from tests.unit.storage.conftest import counters
 
 

@@ -38,29 +38,26 @@ def test_a_key_of_the_wrong_size_is_refused():
         RunKey(bytes(31))
 
 
-def test_load_prefers_the_explicit_file_then_the_variable_then_the_variable_file(tmp_path):
-    file_a, file_b = tmp_path / "a", tmp_path / "b"
+def test_load_prefers_the_text_then_the_file(tmp_path):
+    file_a = tmp_path / "a"
     file_a.write_text(KEY_A.text + "\n")  # a mounted Secret often ends in a newline
-    file_b.write_text(KEY_B.text)
-    env = {"MADDPG_RUN_KEY": KEY_B.text, "MADDPG_RUN_KEY_FILE": str(file_b)}
-    assert RunKey.load(env, file=file_a) == KEY_A
-    assert RunKey.load(env) == KEY_B
-    assert RunKey.load({"MADDPG_RUN_KEY": KEY_A.text, "MADDPG_RUN_KEY_FILE": str(file_b)}) == KEY_A
-    assert RunKey.load({"MADDPG_RUN_KEY": "", "MADDPG_RUN_KEY_FILE": str(file_a)}) == KEY_A
-    assert RunKey.load({}) is None
-    assert RunKey.load({"MADDPG_RUN_KEY": "", "MADDPG_RUN_KEY_FILE": ""}) is None
+    assert RunKey.load(KEY_B.text, file=file_a) == KEY_B
+    assert RunKey.load(file=file_a) == KEY_A
+    assert RunKey.load("", file=file_a) == KEY_A
+    assert RunKey.load() is None
+    assert RunKey.load("", file="") is None
 
 
 def test_load_names_where_a_bad_key_came_from_without_showing_it(tmp_path):
     bad = tmp_path / "key"
     bad.write_text("secret-but-not-hex" * 4)
     with pytest.raises(ValueError, match=f"^{re.escape(str(bad))}: run key: expected 64") as e:
-        RunKey.load({}, file=bad)
+        RunKey.load(file=bad)
     assert "secret" not in str(e.value).replace(str(tmp_path), "")
     with pytest.raises(ValueError, match=r"^\$MADDPG_RUN_KEY: run key: not hexadecimal"):
-        RunKey.load({"MADDPG_RUN_KEY": "g" * 64})
+        RunKey.load("g" * 64)
     with pytest.raises(FileNotFoundError):
-        RunKey.load({"MADDPG_RUN_KEY_FILE": str(tmp_path / "missing")})
+        RunKey.load(file=tmp_path / "missing")
 
 
 def test_save_writes_an_owner_only_file_atomically(tmp_path):
@@ -73,7 +70,7 @@ def test_save_writes_an_owner_only_file_atomically(tmp_path):
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert RunKey.load({}, file=path) == KEY_A
+    assert RunKey.load(file=path) == KEY_A
     assert os.listdir(tmp_path) == ["run.key"]  # no temporary file left behind
 
 

