@@ -72,6 +72,7 @@ class MADDPGAgent:
         self._rng = np.random.default_rng(spec.seed + 2)
         self.env_steps = 0
         self.updates = 0
+        self.metrics: dict[str, np.ndarray] | None = None  # the last update's, per agent (see learn_once)
         self._pending = 0
 
     def act(self, obs: list[np.ndarray]) -> list[np.ndarray]:
@@ -113,6 +114,7 @@ class MADDPGAgent:
             self._pending -= 1
         if metrics is not None:
             self.policy.set_weights(self.learner.actor_weights())
+            self.metrics = metrics
         return metrics
 
     def warm_up(self) -> None:
@@ -126,7 +128,7 @@ class MADDPGAgent:
 
     def learn_once(self) -> dict[str, np.ndarray]:
         """One update of all agents, each on its own uniformly sampled batch (as openai/maddpg), or all on one
-        (`shared_batch`)."""
+        (`shared_batch`); returns per-agent arrays: critic loss `q_loss`, actor loss `p_loss`, mean Q `q`."""
         n, b = self.env_spec.num_agents, self.spec.batch_size
         if self.spec.shared_batch:
             batch = self.buffer.gather(self.buffer.sample_indices(self._rng, (b,)))  # fields [B, ...]
