@@ -60,8 +60,10 @@ class ScalarTable:
 class RunSummaries:
     """The TensorBoard scalars of one run, appended to the event files of its earlier lives.
 
-    Tags: `charts/episode_reward` (sum over agents) and `charts/agent_reward/AGENT` for every episode,
-    `losses/{critic_loss,actor_loss,q_value}/AGENT` of an update, `charts/{env_steps,updates}_per_s`.
+    Tags: `charts/episode_reward` (the reward summed over agents) and `charts/agent_reward/AGENT`: the mean of
+    the episodes that ended at an env step (one episode in a loop of one env; an explorer's envs all end theirs
+    at the same step, and one row for them all keeps the trainer's cost small); `losses/{critic_loss,actor_loss,
+    q_value}/AGENT` of an update; `charts/{env_steps,updates}_per_s`.
 
     Call order: `episode()`, `losses()` and `pace()` as they come; `flush()` whenever a checkpoint is taken, so
     that the event files hold everything it accounts for; `close()` at the end. Rows are written at least every
@@ -82,10 +84,15 @@ class RunSummaries:
         self._pace = ScalarTable(["charts/env_steps_per_s", "charts/updates_per_s"])
         self._max_delay = max_delay
         self._written = time.monotonic()
+        self._ended_at, self._ended = 0, []  # the env step of the newest episodes, and their rewards
 
     def episode(self, env_steps: int, episode: Episode) -> None:
-        self._episodes.add(env_steps, [episode.total, *episode.per_agent])
-        self._maybe_write()
+        """An episode that ended at `env_steps` (steps never go back)."""
+        if self._ended and env_steps != self._ended_at:
+            self._end_step()
+            self._maybe_write()
+        self._ended_at = env_steps
+        self._ended.append([episode.total, *episode.per_agent])
 
     def losses(self, env_steps: int, metrics: dict[str, np.ndarray]) -> None:
         """An update's metrics: per-agent arrays under the keys of LOSS_TAGS."""
@@ -97,13 +104,20 @@ class RunSummaries:
         self._maybe_write()
 
     def flush(self) -> None:
-        """Writes every buffered row and flushes the event file."""
+        """Writes every row (loops call it between two steps or chunks) and flushes the event file."""
+        self._end_step()
         self._write()
         self._writer.flush()
 
     def close(self) -> None:
+        self._end_step()
         self._write()
         self._writer.close()
+
+    def _end_step(self) -> None:
+        if self._ended:
+            self._episodes.add(self._ended_at, np.mean(self._ended, axis=0))
+            self._ended = []
 
     def _maybe_write(self) -> None:
         if time.monotonic() - self._written >= self._max_delay:

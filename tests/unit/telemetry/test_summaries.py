@@ -41,6 +41,17 @@ def test_tags_steps_and_values_are_what_tensorboard_reads(tmp_path):
     assert got["charts/env_steps_per_s"] == [(200, 1234.0)] and got["charts/updates_per_s"] == [(200, 12.0)]
 
 
+def test_episodes_that_end_at_one_step_are_one_row_their_mean(tmp_path):
+    s = RunSummaries(tmp_path, ["a", "b"], 0)
+    for step, totals in ((25, [-1.0, -3.0, -8.0]), (50, [-2.0]), (75, [4.0, 6.0])):
+        for total in totals:
+            s.episode(step, Episode(total, np.array([total, 0.0]), 25))
+    s.close()
+    got = scalars(tmp_path)
+    assert got["charts/episode_reward"] == [(25, -4.0), (50, -2.0), (75, 5.0)]
+    assert got["charts/agent_reward/b"] == [(25, 0.0), (50, 0.0), (75, 0.0)]
+
+
 def test_flush_puts_every_row_on_disk_before_close(tmp_path):
     s = write_life(tmp_path, 0, 4)
     s.flush()  # what a checkpoint does: a process killed after it loses none of these
