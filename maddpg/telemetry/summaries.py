@@ -35,9 +35,6 @@ class ScalarTable:
         self._write_rows = tf.function(self._graph, input_signature=[
             tf.TensorSpec([None], tf.int64), tf.TensorSpec([None, len(self.tags)], tf.float32)])
 
-    def __len__(self) -> int:
-        return len(self._steps)
-
     def add(self, step: int, values: Sequence[float]) -> None:
         self._steps.append(int(step))
         self._rows.append([float(v) for v in values])
@@ -84,7 +81,8 @@ class RunSummaries:
         self._pace = ScalarTable(["charts/env_steps_per_s", "charts/updates_per_s"])
         self._max_delay = max_delay
         self._written = time.monotonic()
-        self._ended_at, self._ended = 0, []  # the env step of the newest episodes, and their rewards
+        self._ended_at = 0  # the env step at which the newest episodes ended
+        self._ended: list[list[float]] = []  # their rewards: [sum over agents, agent 0, agent 1, ...]
 
     def episode(self, env_steps: int, episode: Episode) -> None:
         """An episode that ended at `env_steps` (steps never go back)."""
