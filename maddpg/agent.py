@@ -26,6 +26,7 @@ class Agent:
 
     actor: Actor
     trainer: Trainer
+    metrics: dict[str, np.ndarray] | None = None  # the last update's, per agent (q_loss, p_loss, q)
 
     @property
     def env_spec(self) -> EnvSpec:
@@ -45,6 +46,7 @@ class Agent:
         metrics = self.trainer.update()
         if metrics is not None:
             self.actor.set_weights(self.trainer.actor_weights())
+            self.metrics = metrics
         return metrics
 
     def _generators(self) -> dict[str, np.random.Generator]:

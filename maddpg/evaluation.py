@@ -22,6 +22,7 @@ class EvalResult:
     rewards: np.ndarray  # [episodes] sum over agents
     per_agent: np.ndarray  # [episodes, N]
     agent_ids: list[str]
+    benchmark: list | None = None  # per episode, per step: agent -> the scenario's benchmark_data (if recorded)
 
     @property
     def mean(self) -> float:
@@ -82,7 +83,7 @@ def evaluate(ckpt: Checkpoint, episodes: int, *, seed: int = 12345, greedy: bool
     if bench:
         Path(benchmark_out).write_text(json.dumps({"scenario": spec.scenario, "episodes": bench_eps[:episodes]}))
     return EvalResult(np.array([e.total for e in done_eps]), np.stack([e.per_agent for e in done_eps]),
-                      env.spec.agent_ids)
+                      env.spec.agent_ids, bench_eps[:episodes] if bench else None)
 
 
 def write_gif(ckpt: Checkpoint, path: Path, *, seed: int = 12345, greedy: bool = False, fps: int = 10) -> int:

@@ -45,6 +45,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
               f"run folder: {run_dir}")
         return code
 
+    import maddpg.algo  # noqa: F401  (TensorFlow first, without its start-up notices)
     from maddpg.local import train
 
     if settings.replay.redis_url:
@@ -61,6 +62,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
 def cmd_evaluate(ns: argparse.Namespace) -> int:
     from maddpg.checkpoint import Checkpoint
+    from maddpg.envs.benchmark import SCENARIO as SPREAD, spread_metrics
     from maddpg.evaluation import evaluate, write_gif
 
     ckpt = Checkpoint(ns.path)
@@ -77,6 +79,8 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     print(f"mean episode reward: {result.mean:.2f} (std {result.std:.2f}, {len(result.rewards)} episodes)")
     if ns.benchmark:
         print(f"benchmark data: {ns.benchmark}")
+        if ckpt.spec.scenario == SPREAD:  # the paper's metrics, to set beside its table (see README: Results)
+            print(spread_metrics(result.benchmark).table())
     if ns.gif:
         frames = write_gif(ckpt, ns.gif, seed=ns.seed, greedy=ns.greedy)
         print(f"gif: {ns.gif} ({frames} frames)")
@@ -101,6 +105,7 @@ def cmd_scenarios(ns: argparse.Namespace) -> int:
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
+    import maddpg.algo  # noqa: F401  (TensorFlow first, without its start-up notices)
     from maddpg.bench import SUITES, run_suites
 
     options = {k: getattr(ns, k) for k in ("seeds", "episodes", "scenarios") if getattr(ns, k) is not None}
@@ -145,6 +150,7 @@ def _learner_key(settings: ServiceSettings, run_dir: Path, log: logging.Logger):
 
 
 def cmd_learner(ns: argparse.Namespace) -> int:
+    import maddpg.algo  # noqa: F401  (TensorFlow first, without its start-up notices)
     from services.learner.main import Learner, LearnerFailure
 
     settings: ServiceSettings = ns.settings
@@ -247,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gif", type=Path, default=None, metavar="FILE", help="also render one episode to this GIF")
     p.add_argument("--benchmark", type=Path, nargs="?", const=Path("benchmark.json"), default=None,
                    metavar="FILE", help="record the scenario's benchmark_data of every step (JSON, "
-                                        "default file benchmark.json), as openai/maddpg's --benchmark")
+                                        "default file benchmark.json), as openai/maddpg's --benchmark; for "
+                                        "simple_spread also print the MADDPG paper's metrics (landmark "
+                                        "distance, collisions, occupied landmarks)")
     p.add_argument("--display", action="store_true", help="render the episodes on screen (needs a display)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

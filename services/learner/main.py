@@ -145,7 +145,14 @@ class Learner:
             self._server_error = e
 
     def _insert(self, chunk) -> None:
+        """Inserts a chunk's transitions and runs the updates they made due, before its episodes are recorded:
+        a row of rewards.csv, the progress bar and a checkpoint taken after the chunk all count the same updates
+        (as in the single-process loop, which updates before it records a step's episodes)."""
         self.agent.trainer.insert(chunk.transitions)
+        due, start = self.agent.trainer.pending_updates, time.perf_counter()
+        losses = self.agent.update()
+        if losses is not None:
+            self.metrics.observe_updates(time.perf_counter() - start, due, losses)
 
     def _record(self, chunk) -> None:
         source = life_key(chunk.explorer_id, chunk.run_id)
@@ -189,10 +196,6 @@ class Learner:
                     if tracker.done:
                         break  # chunks read but not consumed stay in the queue (Redis) or with their explorer
                 consumer.written(tracker.checkpoints_written)
-                due, start = self.agent.trainer.pending_updates, time.perf_counter()
-                losses = self.agent.update()
-                if losses is not None:
-                    self.metrics.observe_updates(time.perf_counter() - start, due, losses)
         finally:
             self.server.stop_explorers("the run is over")
             try:

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -147,6 +148,25 @@ def test_evaluate_writes_a_gif_and_benchmark_data(tiny_run, tmp_path):
     assert "(25 frames)" in result.stdout  # the reset frame and 24 steps; the GIF writer may merge equal frames
     assert len(frames) > 1 and frames[0].shape[:2] == (700, 700)
     assert bench.stat().st_size > 0
+
+
+def test_evaluate_benchmark_prints_the_papers_metrics_for_simple_spread(tmp_path):
+    run_dir, bench = tmp_path / "spread", tmp_path / "bench.json"
+    trained = run("train", "--scenario", "simple_spread", "--num-episodes", "2", "--quiet", "--run-dir", str(run_dir))
+    assert trained.returncode == 0, trained.stderr
+    result = run("evaluate", str(run_dir), "--episodes", "6", "--benchmark", str(bench), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "cooperative navigation, 6 episodes (150 steps)" in result.stdout
+    printed = {name: tuple(map(float, re.search(rf"{name}.*?(-?[\d.]+)\s+(-?[\d.]+)$", result.stdout, re.M).groups()))
+               for name in ("landmark distance", "colliding agent pairs", "occupied landmarks")}
+    episodes = json.loads(bench.read_text())["episodes"]  # mpe2's own benchmark_data, per step and agent
+    assert len(episodes) == 6 and all(len(e) == 25 for e in episodes)
+    steps = [list(step.values()) for e in episodes for step in e]
+    expected = {"landmark distance": [s[0][2] for s in steps],
+                "colliding agent pairs": [sum(a[1] for a in s) / 2 for s in steps],  # both agents count a pair
+                "occupied landmarks": [s[0][3] for s in steps]}
+    for name, values in expected.items():
+        assert printed[name] == pytest.approx((np.mean(values), np.sum(values) / 6), abs=1e-3), name
 
 
 def test_ctrl_c_still_writes_the_run_folder(tmp_path):
