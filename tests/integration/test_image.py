@@ -23,6 +23,7 @@ from services.api.launchers.objects import (KEY_ITEM, USER_ID, ClusterConfig, Ru
 from services.api.schemas import EXPLORER_RESOURCES, LEARNER_RESOURCES
 from tests.conftest import NOTES
 from tests.integration.podman import Podman, host_ca_bundle, problem
+from tests.unit.test_dockerfile import DOCKERFILE, DOCKERIGNORE, build_context, ignore_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/maddpg:image-test"
@@ -51,15 +52,18 @@ def podman() -> Podman:
 
 
 @pytest.fixture(scope="module")
-def image(podman, request) -> str:
+def image(podman, request, tmp_path_factory) -> str:
     notes = request.config.stash[NOTES]
     notes.append(f"image test: {podman.base_image()}")
     start = time.monotonic()
+    # The build context the Docker CLI would send (.dockerignore applied): podman need not walk .venv and .cache.
+    context = tmp_path_factory.mktemp("context")
+    build_context(ignore_rules(DOCKERIGNORE.read_text()), context)
     log = podman.home / "build.log"
     # The host's CA bundle as the build secret `ca`: pip inside the build trusts what pip here trusts (a TLS
     # proxy's own CA), and the bundle lands in no layer.
     build = podman("build", "--pull=never", "--layers", "--secret", f"id=ca,src={host_ca_bundle()}",
-                   "--file", "docker/Dockerfile", "--tag", IMAGE, str(ROOT), timeout=1500, check=False)
+                   "--file", str(DOCKERFILE), "--tag", IMAGE, str(context), timeout=1500, check=False)
     log.write_text(build.stdout + build.stderr)
     assert build.returncode == 0, f"podman build failed (log: {log}):\n{(build.stdout + build.stderr)[-4000:]}"
     size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
