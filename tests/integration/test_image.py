@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -61,11 +62,16 @@ def image(podman, request, tmp_path_factory) -> str:
     build_context(ignore_rules(DOCKERIGNORE.read_text()), context)
     log = podman.home / "build.log"
     # The host's CA bundle as the build secret `ca`: pip inside the build trusts what pip here trusts (a TLS
-    # proxy's own CA), and the bundle lands in no layer.
-    build = podman("build", "--pull=never", "--layers", "--secret", f"id=ca,src={host_ca_bundle()}",
-                   "--file", str(DOCKERFILE), "--tag", IMAGE, str(context), timeout=1500, check=False)
-    log.write_text(build.stdout + build.stderr)
-    assert build.returncode == 0, f"podman build failed (log: {log}):\n{(build.stdout + build.stderr)[-4000:]}"
+    # proxy's own CA), and the bundle lands in no layer. The builder stage is tagged too, so that pruning the
+    # images no tag names (older builds) keeps the layer cache of this one.
+    output = ""
+    for target, tag in (["--target", "builder"], f"{IMAGE}-builder"), ([], IMAGE):
+        build = podman("build", "--pull=never", "--layers", "--secret", f"id=ca,src={host_ca_bundle()}", *target,
+                       "--file", str(DOCKERFILE), "--tag", tag, str(context), timeout=1500, check=False)
+        output += build.stdout + build.stderr
+        log.write_text(output)
+        assert build.returncode == 0, f"podman build failed (log: {log}):\n{output[-4000:]}"
+    podman("image", "prune", "--force")
     size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
     notes.append(f"image test: built {IMAGE} ({size / 1e9:.2f} GB) in {time.monotonic() - start:.0f} s "
                  f"(build log: {log})")
@@ -107,6 +113,14 @@ def _logs(podman: Podman, name: str) -> str:
     return f"--- {name}:\n{(result.stdout + result.stderr)[-3000:]}"
 
 
+def _wait(podman: Podman, name: str, timeout: float, show: list[str]) -> str:
+    """The exit code of container `name`; fails with the logs of `show` if it still runs after `timeout` s."""
+    try:
+        return podman("wait", name, timeout=timeout).stdout.strip()
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name} still running after {timeout:.0f} s\n" + "\n".join(_logs(podman, n) for n in show))
+
+
 # ---------------------------------------------------------------- the tests
 def test_help_as_uid_10001_on_a_read_only_root(podman, image):
     assert podman("image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip() == f"{USER_ID}:{USER_ID}"
@@ -144,11 +158,11 @@ def test_a_learner_and_two_explorers_train_to_a_checkpoint(podman, image, tmp_pa
                                                                     volumes))
         for name in explorer_names:
             podman("run", "--detach", "--network", network, *pod_args(explorers["spec"]["template"], name, volumes))
-        code = podman("wait", names.learner, timeout=600).stdout.strip()
+        code = _wait(podman, names.learner, 300, [names.learner, *explorer_names])
         logs = "\n".join(_logs(podman, n) for n in [names.learner, *explorer_names])
         assert code == "0", logs
-        for name in explorer_names:
-            assert podman("wait", name, timeout=120).stdout.strip() == "0", logs
+        for name in explorer_names:  # told by the learner that the run is over
+            assert _wait(podman, name, 60, [name]) == "0", logs
     finally:
         podman("rm", "--force", "--time", "0", names.learner, *explorer_names, check=False)
         podman("network", "rm", "--force", network, check=False)
