@@ -82,10 +82,6 @@ runroot = "{home / 'run'}"
             raise PodmanError(f"podman {' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}")
         return result
 
-    def popen(self, *args: str, log: Path) -> subprocess.Popen:
-        with open(log, "w") as out:
-            return subprocess.Popen(["podman", *args], stdout=out, stderr=subprocess.STDOUT, env=self.env)
-
     def has_image(self, name: str) -> bool:
         return self("image", "exists", name, check=False).returncode == 0
 

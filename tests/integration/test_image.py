@@ -46,7 +46,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def podman() -> Podman:
     assert PROBLEM is None, PROBLEM  # in CI, where the test must run
-    podman = Podman(Path(os.environ.get("MADDPG_PODMAN_HOME", ROOT / ".cache" / "podman")))
+    podman = Podman(ROOT / ".cache" / "podman")
     podman("rm", "--force", "--time", "0", "--filter", f"label={LABEL}")
     podman("network", "prune", "--force", "--filter", f"label={LABEL}")
     return podman
