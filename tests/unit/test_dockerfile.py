@@ -141,6 +141,19 @@ def test_builder_stage_then_a_slim_runtime_stage(dockerfile):
     assert any(re.search(r"pip install (--\S+ )*\.(\s|$)", a) for a in installs), "the package itself, not editable"
 
 
+def test_the_ca_bundle_is_an_optional_secret_of_the_pip_step(dockerfile):
+    """Behind a TLS proxy the host's CA bundle comes in as the build secret `ca`, mounted for pip's step only (never
+    copied into a layer); optional, so a plain `docker build` without it builds with the base image's bundle."""
+    builder, *_, final = stages(dockerfile)
+    (pip_step,) = [args for keyword, args in builder if keyword == "RUN" and "pip install" in args]
+    mount = re.search(r"--mount=(\S+)", pip_step).group(1)
+    options = dict(option.partition("=")[::2] for option in mount.split(","))
+    assert options == {"type": "secret", "id": "ca", "target": "/run/secrets/ca", "required": "false"}
+    assert pip_step.index("export PIP_CERT=/run/secrets/ca") < pip_step.index("pip install")
+    assert not [args for stage in (builder, final) for keyword, args in stage
+                if keyword in ("COPY", "ADD") and ("ca-certificates" in args or ".crt" in args)]
+
+
 def test_runtime_stage_runs_as_a_non_root_user(dockerfile):
     final = stages(dockerfile)[-1]
     users = [args for keyword, args in final if keyword == "USER"]
@@ -196,7 +209,7 @@ def test_build_context_has_what_pip_install_needs(dockerfile):
 def test_dockerignore_leaves_out_local_state(rules):
     for path in (".venv/bin/python", ".git/HEAD", "runs/x/spec.json", "bench/results/e2e.json", "tests/conftest.py",
                  "maddpg/__pycache__/core.cpython-311.pyc", "services/api/x.pyc", "maddpg.egg-info/PKG-INFO",
-                 ".pytest_cache/v", "charts/values.yaml"):
+                 ".pytest_cache/v", "charts/values.yaml", ".cache/tools/helm", ".cache/podman/root/overlay"):
         assert excluded(path, rules), path
     for path in ("pyproject.toml", "README.md", "maddpg/runspec.py", "services/cli.py", "maddpg/algo/README.md"):
         assert not excluded(path, rules), path
