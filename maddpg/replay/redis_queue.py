@@ -96,6 +96,7 @@ class RedisQueue:
         self._give_up, self._signing_key = give_up_after, signing_key
         self._redis = client or self._connect(url)
         self._cursor: str | bytes | None = "0"  # walks our own pending entries first; None: read new ones
+        self._last_seen: str | bytes = "0"  # the newest entry handed out to the caller
         self._group_ready = False  # created once; later losses show up as NOGROUP / no such key
         self.corrupted = 0  # entries that are no chunk
         self.rejected = 0  # entries whose MAC is missing or wrong
@@ -144,7 +145,7 @@ class RedisQueue:
         # From id 0: entries XADDed since the loss are still delivered; those Redis lost cannot be.
         self._create_group()
         self.resets += 1
-        self._cursor = "0"  # our old pending entries are gone: walk the new (empty) list, then read new ones
+        self._cursor = self._last_seen = "0"  # our old pending entries are gone: walk the new (empty) list, then new ones
         log.warning("replay stream %s on %s lost its consumer group %r (%s: %s; Redis restarted without "
                     "persistence or the stream was deleted): recreated it, chunks not yet read may have been "
                     "lost", self.key, self.url, self.group, what, why)
@@ -220,15 +221,26 @@ class RedisQueue:
                     self._cursor = None  # every pending entry was handed out again: now the new ones
                     continue
                 self._cursor = entries[-1][0]
+            if entries:
+                self._last_seen = entries[-1][0]
             if entries or time.monotonic() >= deadline:
                 return self._decode(entries)
             time.sleep(0.002)
 
     def _read(self, count: int) -> list:
-        # The cursor is read inside the call: a reset during it moves the cursor back to "0".
-        reply = self._group_call(lambda: self._redis.xreadgroup(
-            self.group, self.consumer, {self.key: ">" if self._cursor is None else self._cursor}, count=count),
-            "XREADGROUP")
+        def xreadgroup():
+            # The cursor is read inside the call: a reset during it moves the cursor back to "0".
+            try:
+                return self._redis.xreadgroup(self.group, self.consumer,
+                                              {self.key: ">" if self._cursor is None else self._cursor}, count=count)
+            except (redis.ConnectionError, redis.TimeoutError):
+                # Redis may have delivered new entries (into our pending list, durably) and lost only its
+                # reply: read on from our pending entries after the newest one handed out, not past them.
+                if self._cursor is None:
+                    self._cursor = self._last_seen
+                raise
+
+        reply = self._group_call(xreadgroup, "XREADGROUP")
         return reply[0][1] if reply else []
 
     def _decode(self, entries) -> list[tuple[Any, Chunk]]:

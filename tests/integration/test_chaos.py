@@ -88,6 +88,18 @@ def _wait(condition, timeout: float, what: str, poll: float = 0.001) -> None:
         time.sleep(poll)
 
 
+def _settled(read, quiet: float, timeout: float) -> int:
+    """`read()` once it has not changed for `quiet` seconds (what was in flight has landed)."""
+    deadline, value, since = time.monotonic() + timeout, read(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still changing after {timeout:.0f} s")
+        time.sleep(0.1)
+        if (now := read()) != value:
+            value, since = now, time.monotonic()
+    return value
+
+
 def _kill_between_checkpoints(run: Run) -> None:
     target = run.episodes() + 40
     _wait(lambda: run.episodes() >= target, 120, "episodes", poll=0.05)
@@ -272,8 +284,7 @@ def test_an_explorer_frozen_for_30_s_comes_back_and_the_run_goes_on(tmp_path):
         _wait(lambda: run.episodes() >= 60, 120, "episodes", poll=0.05)
         victim = run.explorers[0]
         victim.send_signal(signal.SIGSTOP)
-        time.sleep(3)  # a chunk the explorer sent just before it froze may still be consumed (and its episodes recorded)
-        frozen_at = run.episodes_from("e0")
+        frozen_at = _settled(lambda: run.episodes_from("e0"), quiet=3.0, timeout=60)  # chunks sent just before
         time.sleep(30)
         assert run.episodes_from("e0") == frozen_at and run.learner.poll() is None
         victim.send_signal(signal.SIGCONT)

@@ -65,6 +65,31 @@ def test_a_restarted_learner_reads_its_unacknowledged_entries_again(server):
     assert seqs == [1, 2, 3, 4, 5]  # the pending ones first, then the ones never delivered
 
 
+def test_entries_delivered_by_a_read_whose_reply_was_lost_are_read_again(server):
+    """Redis executed XREADGROUP (the entries moved to the learner's pending list, written to its AOF) and then
+    died or dropped the connection before the reply arrived: the retry must not read past those entries."""
+    explorer, learner = RedisQueue(server.url, "run1"), RedisQueue(server.url, "run1")
+    explorer.put(_chunk(0))
+    assert [c.seq for _, c in learner.get(10, timeout=1)] == [0]  # the pending walk is done: now new entries
+    for k in range(1, 4):
+        explorer.put(_chunk(k))
+    real, lost = learner._redis.xreadgroup, []
+
+    def reply_lost(*args, **kwargs):
+        reply = real(*args, **kwargs)  # delivered in Redis...
+        if not lost:
+            lost.append(reply)
+            raise redis.ConnectionError("Connection closed by server.")  # ...but the learner never sees it
+        return reply
+
+    learner._redis.xreadgroup = reply_lost
+    got = [c.seq for _, c in learner.get(10, timeout=1)]
+    assert lost  # the fault was injected once
+    assert got == [1, 2, 3]  # from the pending list, once each
+    explorer.put(_chunk(4))
+    assert [c.seq for _, c in learner.get(10, timeout=1)] == [4]
+
+
 def test_back_pressure_waits_and_never_trims_unread_entries(server):
     explorer = RedisQueue(server.url, "run1", max_lag=3)
     learner = RedisQueue(server.url, "run1")
