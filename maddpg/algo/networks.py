@@ -1,6 +1,8 @@
-"""Multi-layer perceptrons as plain tf.Variables, initialised from a seeded numpy generator."""
+"""Multi-layer perceptrons as plain tf.Variables, initialised from a seeded numpy generator, and the pooled critic."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import tensorflow as tf
@@ -76,8 +78,7 @@ class PooledCritic:
 
     def copy(self, rng: np.random.Generator, suffix: str) -> PooledCritic:
         """The same critics under names ending in `suffix`, holding these weights (the targets)."""
-        twin = object.__new__(PooledCritic)
-        twin.kind, twin.members = self.kind, self.members
+        twin = copy.copy(self)
         twin.encoders = [e.copy(rng, e.name + suffix) for e in self.encoders]
         twin.heads = {i: h.copy(rng, h.name + suffix) for i, h in self.heads.items()}
         return twin
