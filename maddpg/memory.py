@@ -58,17 +58,24 @@ def estimate_memory(spec: RunSpec, agents: Sequence[AgentSpec]) -> MemoryEstimat
     obs, act, n, u = [a.obs_dim for a in agents], [a.action_size for a in agents], len(agents), spec.num_units
     per_transition = sum(2 * o + a for o, a in zip(obs, act)) + 2 * n
     adversaries = spec.num_adversaries if spec.num_adversaries is not None else sum(a.adversary for a in agents)
-    critic_in = [sum(obs) + sum(act) if (spec.adv_policy if i < adversaries else spec.good_policy) == "maddpg"
-                 else obs[i] + act[i] for i in range(n)]
-    params = sum((o + 1) * u + (u + 1) * u + (u + 1) * 2 * a  # actor (2 x action: a Gaussian's mean and scale)
-                 + (c + 1) * u + (u + 1) * u + (u + 1)  # critic
-                 for o, a, c in zip(obs, act, critic_in))
+    joint = [(spec.adv_policy if i < adversaries else spec.good_policy) == "maddpg" for i in range(n)]
     batches = 1 if spec.shared_batch else n
+    # Critics of their own: (input size) of each joint or local critic, two hidden layers of u.
+    own_in = [obs[i] + act[i] if not joint[i] else sum(obs) + sum(act) for i in range(n)
+              if not joint[i] or spec.critic == "joint"]
+    params = sum((o + 1) * u + (u + 1) * u + (u + 1) * 2 * a for o, a in zip(obs, act))  # actors (Gaussian: 2 x a)
+    params += sum((c + 1) * u + (u + 1) * u + (u + 1) for c in own_in)
+    floats = sum(c + 2 * u for c in own_in)  # one sample's activations in one pass of the critics
+    heads = sum(joint) if spec.critic == "pooled" else 0
+    if heads:  # the pooled critic: an encoder per kind, every agent embedded on every batch, a head per agent
+        kinds = {(o, a, agent.adversary) for o, a, agent in zip(obs, act, agents)}
+        params += sum((o + a + 1) * u for o, a, _ in kinds) + heads * (((1 + len(kinds)) * u + 1) * u + u + 1)
+        floats += batches * sum(o + a + u for o, a in zip(obs, act)) + heads * ((2 + len(kinds)) * u + 1)
     transitions = min(spec.replay_size, spec.num_episodes * spec.max_episode_len)
     return MemoryEstimate(
         floats_per_transition=per_transition, transitions=transitions,
         replay=transitions * per_transition * FLOAT_BYTES,
-        update=spec.batch_size * FLOAT_BYTES * (batches * per_transition + _PASSES * sum(c + 2 * u for c in critic_in)),
+        update=spec.batch_size * FLOAT_BYTES * (batches * per_transition + _PASSES * floats),
         networks=params * _NETWORK_COPIES * FLOAT_BYTES)
 
 

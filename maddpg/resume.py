@@ -71,6 +71,9 @@ def restore(agent, spec: RunSpec, run_dir: Path, checkpoint_uri: str | None = No
             raise CheckpointError(f"{ckpt.path} holds a run of another spec ({'; '.join(conflicts)}): choose "
                                   "another --run-dir (or checkpoint store) for a new run, or give the same spec "
                                   "to continue it")
+    if ckpt.spec.critic != spec.critic:  # another learner's variables: say so before a list of missing names
+        raise CheckpointError(f"{ckpt.path} was trained with --critic {ckpt.spec.critic}, this run has --critic "
+                              f"{spec.critic}: give --critic {ckpt.spec.critic} to start from it")
     ckpt.check_fits(agent.env_spec)
     try:
         agent.restore(ckpt.arrays, ckpt.counters)

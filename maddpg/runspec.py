@@ -114,6 +114,11 @@ class RunSpec(BaseModel):
         False, description="one replay batch for every agent's update, target actions computed once per update: N "
                            "times fewer target-actor passes and gathers (faster with many agents; openai/maddpg "
                            "samples a batch per agent, the default)")
+    critic: Literal["joint", "pooled"] = Field(
+        "joint", description="critic of the maddpg agents: joint (the original: each reads every agent's "
+                             "observation and action, an input that grows with N) or pooled (an encoder per kind "
+                             "of agent shared by all, embeddings mean-pooled, a head per agent: an input of fixed "
+                             "size; see maddpg/algo/README.md)")
 
     # Run bookkeeping.
     seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed of envs, networks and sampling")

@@ -57,7 +57,7 @@ class Trainer:
         self.learner = MADDPGLearner(
             env_spec, heads, agent_policies(spec, env_spec), num_units=spec.num_units, lr=spec.lr,
             gamma=spec.gamma, tau=spec.tau, grad_norm_clip=spec.grad_norm_clip, actor_reg=spec.actor_reg,
-            seed=spec.seed, jit=jit, shared_batch=spec.shared_batch)
+            seed=spec.seed, jit=jit, shared_batch=spec.shared_batch, critic=spec.critic)
         self.buffer = ReplayBuffer(spec.replay_size, env_spec.obs_dims, [h.action_dim for h in heads])
         self.schedule = UpdateSchedule(spec.update_every, spec.min_replay)
         self.rng = np.random.default_rng(spec.seed + 2)  # replay sampling

@@ -1,6 +1,7 @@
 """Suite `update`: time of one all-agent MADDPG update (batch 1024) compiled with XLA, beside the same update
-run eagerly, for simple_spread N=3 and N=20; and the `shared_batch` option (one batch for all agents) beside the
-original's batch per agent. Includes sampling and gathering the batch from the buffer."""
+run eagerly, for simple_spread N=3 and N=20; the `shared_batch` option (one batch for all agents) beside the
+original's batch per agent; and the pooled critic beside the joint one, with either batching. Includes sampling and
+gathering the batch from the buffer."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from maddpg.trainer import Trainer
 from maddpg.types import Transition
 
 
-def _filled_trainer(n: int, jit: bool, size: int, shared_batch: bool = False) -> Trainer:
+def _filled_trainer(n: int, jit: bool, size: int, shared_batch: bool = False, critic: str = "joint") -> Trainer:
     env = MPEEnv("simple_spread", {"N": n})
-    spec = RunSpec(scenario="simple_spread", num_agents=n, replay_size=size, shared_batch=shared_batch)
+    spec = RunSpec(scenario="simple_spread", num_agents=n, replay_size=size, shared_batch=shared_batch,
+                   critic=critic)
     trainer = Trainer(spec, env.spec, make_heads(env.spec, spec.resolved_action_dist), jit=jit)
     rng = np.random.default_rng(0)
     dims = env.spec.obs_dims
@@ -51,13 +53,15 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
     sizes = [3] if quick else [3, 20]
     for n in sizes:
         fused, eager = _filled_trainer(n, True, 20_000), _filled_trainer(n, False, 20_000)
-        shared = _filled_trainer(n, True, 20_000, shared_batch=True)
+        compiled = {"fused": fused, "shared": _filled_trainer(n, True, 20_000, shared_batch=True),
+                    "pooled": _filled_trainer(n, True, 20_000, critic="pooled"),
+                    "pooled_shared": _filled_trainer(n, True, 20_000, shared_batch=True, critic="pooled")}
         eager.learner._update = eager.learner._update_all  # the same Python function, not compiled at all
-        fused.learn_once()  # compile
-        shared.learn_once()
+        for trainer in compiled.values():
+            trainer.learn_once()  # compile
         reps = (3 if quick else 20) if n == 3 else (1 if quick else 3)
-        med = interleaved({"fused": _timer(fused, reps), "eager": _timer(eager, max(1, reps // 4)),
-                           "shared": _timer(shared, reps)}, rounds=2 if quick else 3)
+        timers = {name: _timer(trainer, reps) for name, trainer in compiled.items()}
+        med = interleaved({**timers, "eager": _timer(eager, max(1, reps // 4))}, rounds=2 if quick else 3)
         results.append(Result(f"simple_spread N={n} B=1024", "update_ms", med["fused"], "ms", med["eager"],
                               ratio=med["eager"] / med["fused"],
                               note="one update of all agents: XLA-compiled vs eager TensorFlow (ratio = speed-up)"))
@@ -66,6 +70,11 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
         results.append(Result(f"simple_spread N={n} B=1024 shared_batch", "update_ms", med["shared"], "ms",
                               med["fused"], ratio=med["fused"] / med["shared"],
                               note="one batch for all agents vs one per agent (both XLA; ratio = speed-up)"))
+        for pooled, joint, batching in (("pooled", "fused", ""), ("pooled_shared", "shared", " shared_batch")):
+            results.append(Result(f"simple_spread N={n} B=1024 critic=pooled{batching}", "update_ms", med[pooled],
+                                  "ms", med[joint], ratio=med[joint] / med[pooled],
+                                  note=f"the pooled critic vs the joint one{batching and ', both with one batch'} "
+                                       "(XLA; ratio = speed-up)"))
     results.append(Result("tensorflow threads", "intra_op", tf.config.threading.get_intra_op_parallelism_threads(),
                           "threads"))
     return write("update", results, out)

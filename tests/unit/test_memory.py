@@ -37,3 +37,21 @@ def test_a_run_that_does_not_fit_is_refused_with_the_most_that_fits(monkeypatch)
         memory.check_fits_machine(spec, AGENTS)
     most = int(str(e.value).split("at most ")[1].split(" ")[0].replace(",", ""))
     memory.check_fits_machine(spec.model_copy(update={"replay_size": most}), AGENTS)  # the most given does fit
+
+
+@pytest.mark.parametrize("critic", ["joint", "pooled"])
+def test_the_networks_estimate_counts_the_learner_s_own_weights(critic):
+    """Adversaries and good agents of other sizes (two kinds of encoder), ddpg good agents (local critics)."""
+    from maddpg.acting.heads import make_heads
+    from maddpg.algo.learning import MADDPGLearner
+    from maddpg.envs.mpe import make_env
+    from maddpg.trainer import agent_policies
+
+    spec = RunSpec(scenario="simple_tag", continuous_actions=True, good_policy="ddpg", num_units=16, critic=critic)
+    env_spec = make_env(spec, num_envs=1).spec
+    learner = MADDPGLearner(env_spec, make_heads(env_spec, spec.resolved_action_dist), agent_policies(spec, env_spec),
+                            num_units=16, jit=False, critic=critic)
+    held = sum(v.shape.num_elements() for name, v in learner.variables().items()
+               if name not in ("updates", "rng_state"))
+    # The learner holds weights, targets and Adam's two moments (4 copies); the estimate adds the gradients.
+    assert memory.estimate_memory(spec, env_spec.agents).networks == held // 4 * 5 * memory.FLOAT_BYTES

@@ -15,6 +15,12 @@ def _np(net):
     return net.numpy_weights()
 
 
+def _nets(learner, name):
+    """The learner's networks of one role in agent order (critics and their targets are keyed by agent)."""
+    nets = getattr(learner, name)
+    return list(nets.values()) if isinstance(nets, dict) else nets
+
+
 def _mode(head, params):
     return H.mode(head, params)
 
@@ -33,10 +39,10 @@ def setup():
     act = [rng.uniform(size=(n, b, 2)).astype(np.float32) for _ in range(2)]
     rew = rng.normal(size=(n, b)).astype(np.float32)
     done = (rng.uniform(size=(n, b)) < 0.3).astype(np.float32)
-    before = {name: [_np(x) for x in getattr(learner, name)]
+    before = {name: [_np(x) for x in _nets(learner, name)]
               for name in ("actors", "critics", "target_actors", "target_critics")}
     metrics = learner.step(obs, act, rew, nxt, done)
-    after = {name: [_np(x) for x in getattr(learner, name)]
+    after = {name: [_np(x) for x in _nets(learner, name)]
              for name in ("actors", "critics", "target_actors", "target_critics")}
     return heads, obs, act, rew, nxt, done, before, after, metrics
 
@@ -93,7 +99,8 @@ def test_targets_start_as_copies_of_the_online_networks():
     agents = (AgentSpec("a0", 3, "discrete", 5, (5,)),)
     learner = MADDPGLearner(EnvSpec("t", agents), [H.make_head(agents[0], "soft_categorical")], ["ddpg"],
                             num_units=4, seed=0)
-    for net, target in zip(learner.actors + learner.critics, learner.target_actors + learner.target_critics):
+    for net, target in zip(learner.actors + _nets(learner, "critics"),
+                           learner.target_actors + _nets(learner, "target_critics")):
         for (w, b), (tw, tb) in zip(_np(net), _np(target)):
             np.testing.assert_array_equal(w, tw)
     assert len(set(learner.variables())) == len(learner.variables())
@@ -127,7 +134,7 @@ def test_shared_batch_uses_one_batch_and_the_targets_from_before_the_update():
     rew = rng.normal(size=(2, b)).astype(np.float32)
     done = (rng.uniform(size=(2, b)) < 0.3).astype(np.float32)
     target_actors = [_np(x) for x in learner.target_actors]
-    critics, target_critics = [_np(x) for x in learner.critics], [_np(x) for x in learner.target_critics]
+    critics, target_critics = ([_np(x) for x in _nets(learner, name)] for name in ("critics", "target_critics"))
     metrics = learner.step(obs, act, rew, nxt, done)
     a_t = [_mode(h, mlp_forward(w, o)) for h, w, o in zip(heads, target_actors, nxt)]
     for i in range(2):
