@@ -65,6 +65,16 @@ def redact_url(url: str) -> str:
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", scheme + sep + rest)
 
 
+def _text(entry_id: str | bytes) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+def _entry_id(entry_id: str | bytes) -> tuple[int, int]:
+    """A stream entry id ("ms-seq", or "0") as a comparable pair."""
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _group_gone(e: redis.ResponseError) -> bool:
     """Redis' replies to a command on a stream or consumer group that does not exist."""
     message = str(e)
@@ -97,6 +107,7 @@ class RedisQueue:
         self._redis = client or self._connect(url)
         self._cursor: str | bytes | None = "0"  # walks our own pending entries first; None: read new ones
         self._last_seen: str | bytes = "0"  # the newest entry handed out to the caller
+        self._reconnected = False  # a read failed on the connection: check that Redis kept our group's state
         self._group_ready = False  # created once; later losses show up as NOGROUP / no such key
         self.corrupted = 0  # entries that are no chunk
         self.rejected = 0  # entries whose MAC is missing or wrong
@@ -141,14 +152,24 @@ class RedisQueue:
             self._create_group()
             self._group_ready = True
 
-    def _reset(self, what: str, why: str) -> None:
+    def _reset(self, what: str, why: str, create: bool = True) -> None:
         # From id 0: entries XADDed since the loss are still delivered; those Redis lost cannot be.
-        self._create_group()
+        if create:
+            self._create_group()
         self.resets += 1
         self._cursor = self._last_seen = "0"  # our old pending entries are gone: walk the new (empty) list, then new ones
         log.warning("replay stream %s on %s lost its consumer group %r (%s: %s; Redis restarted without "
                     "persistence or the stream was deleted): recreated it, chunks not yet read may have been "
                     "lost", self.key, self.url, self.group, what, why)
+
+    def _check_group_kept(self) -> None:
+        """After a lost connection: a group whose delivery position is behind what we were handed was created
+        anew (by an explorer, which may notice first) on a Redis that lost its data; say so as a reset."""
+        self._reconnected = False
+        last = self._group_info()["last-delivered-id"]
+        if _entry_id(last) < _entry_id(self._last_seen):
+            self._reset("XINFO GROUPS", f"its delivery position {last.decode()} is behind the last entry read, "
+                        f"{_text(self._last_seen)}", create=False)
 
     def _group_call(self, fn: Callable[[], T], what: str) -> T:
         """`_call` for a command that needs the stream and our group: recreates them if they vanished."""
@@ -216,6 +237,10 @@ class RedisQueue:
         deadline = time.monotonic() + timeout
         while True:
             entries = self._read(max_chunks)
+            if self._reconnected:
+                self._check_group_kept()
+                if self._cursor == "0":  # reset: what we just read came from a walk that no longer holds
+                    continue
             if self._cursor is not None:
                 if not entries:
                     self._cursor = None  # every pending entry was handed out again: now the new ones
@@ -238,6 +263,7 @@ class RedisQueue:
                 # reply: read on from our pending entries after the newest one handed out, not past them.
                 if self._cursor is None:
                     self._cursor = self._last_seen
+                self._reconnected = True
                 raise
 
         reply = self._group_call(xreadgroup, "XREADGROUP")

@@ -90,6 +90,30 @@ def test_entries_delivered_by_a_read_whose_reply_was_lost_are_read_again(server)
     assert [c.seq for _, c in learner.get(10, timeout=1)] == [4]
 
 
+def test_a_group_an_explorer_recreated_after_redis_lost_its_data_is_stated_by_the_learner(server, caplog):
+    """Redis restarted without persistence while the learner's connection was down, and an explorer recreated
+    the stream and group first: the learner still says that chunks may have been lost, and reads on."""
+    explorer, learner = RedisQueue(server.url, "run1"), RedisQueue(server.url, "run1")
+    for k in range(3):
+        explorer.put(_chunk(k))
+    assert [c.seq for _, c in learner.get(10, timeout=1)] == [0, 1, 2]
+    redis.Redis.from_url(server.url).flushall()  # what a restart without persistence leaves
+    explorer.put(_chunk(3))  # the explorer notices first: it recreates the group
+    real, failed = learner._redis.xreadgroup, []
+
+    def connection_lost(*args, **kwargs):
+        if not failed:
+            failed.append(True)
+            raise redis.ConnectionError("Connection closed by server.")
+        return real(*args, **kwargs)
+
+    learner._redis.xreadgroup = connection_lost
+    with caplog.at_level(logging.WARNING, logger="maddpg.replay.redis_queue"):
+        got = [c.seq for _, c in learner.get(10, timeout=1)]
+    assert got == [3] and learner.resets == 1
+    assert "may have been lost" in caplog.text and "behind the last entry read" in caplog.text
+
+
 def test_back_pressure_waits_and_never_trims_unread_entries(server):
     explorer = RedisQueue(server.url, "run1", max_lag=3)
     learner = RedisQueue(server.url, "run1")
