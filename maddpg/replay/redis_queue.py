@@ -107,7 +107,7 @@ class RedisQueue:
         self._redis = client or self._connect(url)
         self._cursor: str | bytes | None = "0"  # walks our own pending entries first; None: read new ones
         self._last_seen: str | bytes = "0"  # the newest entry handed out to the caller
-        self._reconnected = False  # a read failed on the connection: check that Redis kept our group's state
+        self._reconnected = False  # a call failed on the connection: get() checks that Redis kept our group
         self._group_ready = False  # created once; later losses show up as NOGROUP / no such key
         self.corrupted = 0  # entries that are no chunk
         self.rejected = 0  # entries whose MAC is missing or wrong
@@ -132,6 +132,7 @@ class RedisQueue:
                 raise QueueError(f"Redis at {self.url} refused {what}: {e} (check the user and password in "
                                  "the URL)") from None
             except (redis.ConnectionError, redis.TimeoutError) as e:  # BusyLoadingError too: still loading
+                self._reconnected = True  # Redis may have restarted meanwhile: get() checks our group's state
                 if time.monotonic() - started > self._give_up:
                     raise QueueError(f"Redis at {self.url} unreachable for {self._give_up:.0f} s ({what}): "
                                      f"{e}") from None
@@ -263,7 +264,6 @@ class RedisQueue:
                 # reply: read on from our pending entries after the newest one handed out, not past them.
                 if self._cursor is None:
                     self._cursor = self._last_seen
-                self._reconnected = True
                 raise
 
         reply = self._group_call(xreadgroup, "XREADGROUP")
