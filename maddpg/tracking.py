@@ -118,7 +118,8 @@ class RunTracker:
         self.checkpoints_submitted = 0  # snapshots handed to the checkpointer, numbered 1, 2, ...
         self._submitted_episodes = episodes
         self._position = position
-        self._submitted_counts = self._counts()  # what the newest snapshot (or the restored checkpoint) holds
+        # What the newest snapshot (or the restored checkpoint) holds.
+        self._submitted_counts = self._counts(self._read_position())
         self.checkpointer = BackgroundCheckpointer(self._write, on_done=on_checkpoint)
         self.stop = StopFlag()
         self.summaries = RunSummaries(run.path, run.env_spec.agent_ids, agent.env_steps)
@@ -206,7 +207,7 @@ class RunTracker:
         """
         self._bar.close()
         self.summaries.close()
-        if self._counts() != self._submitted_counts:  # anything consumed since the last snapshot
+        if self._counts(self._read_position()) != self._submitted_counts:  # anything consumed since the last snapshot
             self._submit()
         self.checkpointer.close()
         self.run.plot()
@@ -222,22 +223,26 @@ class RunTracker:
     def _submit(self) -> None:
         arrays, counters = self.agent.state()  # a snapshot: numpy copies of the variables
         counters = {**counters, "episodes": self.episodes}
-        if self._position is not None:
-            counters.update(self._position())
+        position = self._read_position()
+        if position is not None:
+            counters.update(position)
         if self.recent:  # for readers of the store alone (the API, for a run whose folder is in a pod)
             counters["mean_reward_last_100"] = self.mean_reward
         self.checkpoints_submitted += 1
         self._submitted_episodes = self.episodes
-        self._submitted_counts = self._counts()
+        self._submitted_counts = self._counts(position)
         self.checkpointer.submit((arrays, counters, self.run.written(), self.checkpoints_submitted))
 
-    def _counts(self) -> tuple:
-        position = self._position() if self._position is not None else None
+    def _read_position(self) -> dict | None:
+        return self._position() if self._position is not None else None
+
+    def _counts(self, position: dict | None) -> tuple:
+        """What a snapshot taken now would hold, given the replay position read for it."""
         return self.episodes, self.agent.env_steps, self.agent.updates, position
 
-    def _write(self, job) -> tuple[Path | str, int, int]:
-        """Runs on the checkpointer's thread; returns (where, snapshot number, episodes)."""
+    def _write(self, job) -> tuple[Path | str, int]:
+        """Runs on the checkpointer's thread; returns (where, snapshot number)."""
         arrays, counters, rewards_bytes, number = job
         where = checkpoint.save(self.store, self.spec, self.run.env_spec, arrays, counters,
                                 keep=self.spec.keep_checkpoints, rewards_csv=self.run.read_rewards(rewards_bytes))
-        return where, number, counters["episodes"]
+        return where, number
